@@ -1,0 +1,9 @@
+//! threadsync: keeps AI coding-assistant threads in sync across machines.
+//!
+//! The pure core (`model`, `ops`, `merge`, `engine`, `server`) makes every
+//! decision and performs no I/O; see ARCHITECTURE.md.
+
+pub mod merge;
+pub mod model;
+pub mod ops;
+pub mod time;

@@ -1,0 +1,570 @@
+//! The three-way merge: applying operations to a thread deterministically.
+//!
+//! The server applies every client's operations, in the order they reach it,
+//! with [`Doc::apply`]; a client predicts the same result by applying its
+//! pending operations to the server's state with the same function (a rebase,
+//! Replicache-style). Because every replica ends on the server's state, they
+//! converge; because the rules below never look at clocks or at who is
+//! "local", the prediction matches what the server will do.
+//!
+//! Placement of appends: every message remembers the message it was written
+//! after (its anchor). A new message goes right after the run of messages that
+//! descend from its anchor. So a client's run of messages stays contiguous and
+//! in order however it interleaves with another client's, and a message that
+//! reaches the server later goes after concurrent ones that arrived earlier.
+//!
+//! Concurrent changes to one field (title, env, a message's content, an edit
+//! against a delete): the change the server saw first stays, and the later one
+//! becomes a [`Conflict`] record so the user can pick the other side.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{json_size, ContentHash, Message, MessageId, Thread, ThreadId};
+use crate::ops::{diff, Effect, Op};
+
+/// Size limits the server enforces (and a client checks before it sends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_title_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message_bytes: 16 << 20, max_title_bytes: 4096 }
+    }
+}
+
+/// A thread plus each message's anchor. `thread.v == 0` means the thread has
+/// not been created (on the server) yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Doc {
+    pub thread: Thread,
+    /// message id -> the message it was appended after.
+    #[serde(default)]
+    pub after: HashMap<MessageId, Option<MessageId>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictKind {
+    /// Both sides set the title.
+    Title,
+    /// Both sides set env.
+    Env,
+    /// Both sides edited a message's content.
+    Content,
+    /// This side edited a message the other side deleted.
+    EditDelete,
+    /// This side deleted a message the other side edited.
+    DeleteEdit,
+}
+
+/// What the server reports for an operation it did not apply because the
+/// field had changed since the operation's base.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictInfo {
+    pub kind: ConflictKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<MessageId>,
+    /// The value the refused operation wanted (null: delete).
+    pub local: Value,
+    /// The value the thread keeps (null: the message is gone).
+    pub remote: Value,
+}
+
+/// A conflict as users see it (`threadsync/listConflicts`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conflict {
+    pub id: String,
+    pub thread_id: ThreadId,
+    pub kind: ConflictKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<MessageId>,
+    pub base: Value,
+    pub local: Value,
+    pub remote: Value,
+    /// For message conflicts: the message as it was at the base, so that
+    /// choosing an edit of a message deleted elsewhere can bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_message: Option<Arc<Message>>,
+}
+
+impl Conflict {
+    /// The operation that makes this conflict's local side win, applied on
+    /// top of `current` (the thread as it is now).
+    pub fn choose_local(&self, current: &Doc) -> Option<Op> {
+        match self.kind {
+            ConflictKind::Title => {
+                let title = self.local.as_str()?.to_string();
+                (current.thread.title != title).then(|| Op::SetTitle { title, base: current.thread.title.clone() })
+            }
+            ConflictKind::Env => (current.thread.env != self.local)
+                .then(|| Op::SetEnv { env: self.local.clone(), base: ContentHash::of(&current.thread.env) }),
+            ConflictKind::Content | ConflictKind::EditDelete => {
+                let id = self.message_id.clone()?;
+                match current.get(&id) {
+                    Some(m) if m.content == self.local => None,
+                    Some(m) => Some(Op::Edit { id, content: self.local.clone(), base: ContentHash::of(&m.content) }),
+                    // The message is gone: bring it back as a new message with the edited content.
+                    None => {
+                        let base = self.base_message.as_deref()?;
+                        let message = Message { content: self.local.clone(), ..base.clone() };
+                        let after = current.thread.messages.last().map(|m| m.id.clone());
+                        Some(Op::Append { message: Arc::new(message), after })
+                    }
+                }
+            }
+            ConflictKind::DeleteEdit => {
+                let id = self.message_id.clone()?;
+                let m = current.get(&id)?;
+                Some(Op::Delete { id, base: ContentHash::of(&m.content) })
+            }
+        }
+    }
+}
+
+/// What applying one operation did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum OpOutcome {
+    Applied { effect: Effect },
+    /// Already so (a replayed append, an edit to the same content): nothing to do.
+    Unchanged,
+    Conflict { conflict: ConflictInfo },
+    Rejected { reason: String },
+}
+
+impl Doc {
+    /// A thread that does not exist yet.
+    pub fn empty(id: ThreadId) -> Self {
+        Doc { thread: Thread::new(id, 0), after: HashMap::new() }
+    }
+
+    /// A doc for a thread whose messages were written one after another.
+    pub fn from_thread(thread: Thread) -> Self {
+        let mut after = HashMap::with_capacity(thread.messages.len());
+        let mut prev = None;
+        for m in &thread.messages {
+            after.insert(m.id.clone(), prev.replace(m.id.clone()));
+        }
+        Doc { thread, after }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.thread.v > 0
+    }
+
+    pub fn id(&self) -> &ThreadId {
+        &self.thread.id
+    }
+
+    pub fn get(&self, id: &MessageId) -> Option<&Arc<Message>> {
+        if !self.after.contains_key(id) {
+            return None;
+        }
+        self.thread.position(id).map(|i| &self.thread.messages[i])
+    }
+
+    /// Where a message appended after `after` goes: past the end of the run of
+    /// messages that descend from the anchor. An unknown anchor (deleted, or
+    /// never seen here) or no anchor means the end of the thread.
+    pub fn insert_index(&self, after: Option<&MessageId>) -> usize {
+        let msgs = &self.thread.messages;
+        let Some(anchor) = after else { return msgs.len() };
+        if msgs.last().is_some_and(|m| &m.id == anchor) {
+            return msgs.len();
+        }
+        let Some(pos) = (if self.after.contains_key(anchor) { self.thread.position(anchor) } else { None }) else {
+            return msgs.len();
+        };
+        let mut run: HashSet<&MessageId> = HashSet::from([anchor]);
+        let mut p = pos + 1;
+        while let Some(m) = msgs.get(p) {
+            match self.after.get(&m.id) {
+                Some(Some(parent)) if run.contains(parent) => {
+                    run.insert(&m.id);
+                    p += 1;
+                }
+                _ => break,
+            }
+        }
+        p
+    }
+
+    /// Applies one operation. Deterministic: the result depends only on the
+    /// doc and the operation.
+    pub fn apply(&mut self, op: &Op, limits: &Limits) -> OpOutcome {
+        let outcome = self.decide(op, limits);
+        if let OpOutcome::Applied { effect } = &outcome {
+            self.apply_effect(effect).expect("decide() only yields effects that apply");
+        }
+        outcome
+    }
+
+    fn decide(&self, op: &Op, limits: &Limits) -> OpOutcome {
+        let t = &self.thread;
+        if !self.exists() && !matches!(op, Op::Create { .. }) {
+            return OpOutcome::Rejected { reason: format!("thread {} does not exist", t.id) };
+        }
+        let conflict = |kind, message_id: Option<&MessageId>, local: Value, remote: Value| OpOutcome::Conflict {
+            conflict: ConflictInfo { kind, message_id: message_id.cloned(), local, remote },
+        };
+        let applied = |effect| OpOutcome::Applied { effect };
+        match op {
+            Op::Create { created, env } => {
+                if self.exists() {
+                    OpOutcome::Unchanged
+                } else {
+                    applied(Effect::Create { created: *created, env: env.clone() })
+                }
+            }
+            Op::Append { message, after } => {
+                if self.after.contains_key(&message.id) {
+                    return OpOutcome::Unchanged;
+                }
+                let size = json_size(&message.content);
+                if size > limits.max_message_bytes {
+                    return OpOutcome::Rejected {
+                        reason: format!(
+                            "message {} is {size} bytes; the limit is {} bytes",
+                            message.id, limits.max_message_bytes
+                        ),
+                    };
+                }
+                let index = self.insert_index(after.as_ref());
+                applied(Effect::Insert { index, after: after.clone(), message: message.clone() })
+            }
+            Op::Edit { id, content, base } => match self.get(id) {
+                None => conflict(ConflictKind::EditDelete, Some(id), content.clone(), Value::Null),
+                Some(m) if &m.content == content => OpOutcome::Unchanged,
+                Some(m) if ContentHash::of(&m.content) != *base => {
+                    conflict(ConflictKind::Content, Some(id), content.clone(), m.content.clone())
+                }
+                Some(_) if json_size(content) > limits.max_message_bytes => OpOutcome::Rejected {
+                    reason: format!("message {id} would be {} bytes; the limit is {} bytes", json_size(content), limits.max_message_bytes),
+                },
+                Some(_) => applied(Effect::Edit { id: id.clone(), content: content.clone() }),
+            },
+            Op::Delete { id, base } => match self.get(id) {
+                None => OpOutcome::Unchanged,
+                Some(m) if ContentHash::of(&m.content) != *base => {
+                    conflict(ConflictKind::DeleteEdit, Some(id), Value::Null, m.content.clone())
+                }
+                Some(_) => applied(Effect::Delete { id: id.clone() }),
+            },
+            Op::SetTitle { title, base } => {
+                if &t.title == title {
+                    OpOutcome::Unchanged
+                } else if title.len() > limits.max_title_bytes {
+                    OpOutcome::Rejected {
+                        reason: format!("title is {} bytes; the limit is {} bytes", title.len(), limits.max_title_bytes),
+                    }
+                } else if &t.title != base {
+                    conflict(ConflictKind::Title, None, Value::String(title.clone()), Value::String(t.title.clone()))
+                } else {
+                    applied(Effect::Title { title: title.clone() })
+                }
+            }
+            Op::SetEnv { env, base } => {
+                if &t.env == env {
+                    OpOutcome::Unchanged
+                } else if ContentHash::of(&t.env) != *base {
+                    conflict(ConflictKind::Env, None, env.clone(), t.env.clone())
+                } else {
+                    applied(Effect::Env { env: env.clone() })
+                }
+            }
+        }
+    }
+
+    /// Applies an effect from the server's change log and bumps the version.
+    pub fn apply_effect(&mut self, effect: &Effect) -> Result<(), String> {
+        let t = &mut self.thread;
+        match effect {
+            Effect::Create { created, env } => {
+                if t.v > 0 {
+                    return Err(format!("thread {} already exists", t.id));
+                }
+                t.created = *created;
+                t.env = env.clone();
+            }
+            Effect::Insert { index, after, message } => {
+                if *index > t.messages.len() {
+                    return Err(format!("insert at {index} past the end ({})", t.messages.len()));
+                }
+                if self.after.contains_key(&message.id) {
+                    return Err(format!("message {} is already there", message.id));
+                }
+                t.messages.insert(*index, message.clone());
+                self.after.insert(message.id.clone(), after.clone());
+            }
+            Effect::Edit { id, content } => {
+                let i = t.position(id).ok_or_else(|| format!("no message {id} to edit"))?;
+                Arc::make_mut(&mut t.messages[i]).content = content.clone();
+            }
+            Effect::Delete { id } => {
+                let i = t.position(id).ok_or_else(|| format!("no message {id} to delete"))?;
+                t.messages.remove(i);
+                // Children of the deleted message now descend from its anchor,
+                // so later placements still see one run.
+                let anchor = self.after.remove(id).flatten();
+                for parent in self.after.values_mut() {
+                    if parent.as_ref() == Some(id) {
+                        parent.clone_from(&anchor);
+                    }
+                }
+            }
+            Effect::Title { title } => t.title.clone_from(title),
+            Effect::Env { env } => t.env = env.clone(),
+        }
+        t.v += 1;
+        Ok(())
+    }
+}
+
+/// The result of a three-way merge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Merged {
+    pub doc: Doc,
+    /// The base side of each conflict is filled in from `base`.
+    pub conflicts: Vec<(ConflictInfo, Value)>,
+    /// Operations refused outright (e.g. too large), with the reason.
+    pub rejected: Vec<(Op, String)>,
+}
+
+/// Three-way merge of a thread: the changes from `base` to `local`, rebased
+/// onto `remote`. This is what the server will end up with once `local`'s
+/// changes reach it, provided nothing else reaches it first.
+pub fn merge(base: &Doc, local: &Thread, remote: &Doc, limits: &Limits) -> Merged {
+    let mut doc = remote.clone();
+    let mut conflicts = Vec::new();
+    let mut rejected = Vec::new();
+    for op in diff(base, local) {
+        match doc.apply(&op, limits) {
+            OpOutcome::Conflict { conflict } => {
+                let b = base_value(base, &conflict);
+                conflicts.push((conflict, b));
+            }
+            OpOutcome::Rejected { reason } => rejected.push((op, reason)),
+            OpOutcome::Applied { .. } | OpOutcome::Unchanged => {}
+        }
+    }
+    Merged { doc, conflicts, rejected }
+}
+
+/// The base side of a conflict, as the client saw it when it made the change.
+pub fn base_value(base: &Doc, c: &ConflictInfo) -> Value {
+    match (c.kind, &c.message_id) {
+        (ConflictKind::Title, _) => Value::String(base.thread.title.clone()),
+        (ConflictKind::Env, _) => base.thread.env.clone(),
+        (_, Some(id)) => base.get(id).map(|m| m.content.clone()).unwrap_or(Value::Null),
+        (_, None) => Value::Null,
+    }
+}
+
+impl Conflict {
+    /// A user-facing conflict from what the server reported and the base the
+    /// client had when it made the refused change.
+    pub fn new(id: String, thread_id: ThreadId, info: ConflictInfo, base: &Doc) -> Self {
+        let base_message = info.message_id.as_ref().and_then(|m| base.get(m).cloned());
+        Conflict {
+            id,
+            thread_id,
+            kind: info.kind,
+            base: base_value(base, &info),
+            message_id: info.message_id,
+            local: info.local,
+            remote: info.remote,
+            base_message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(id: &str) -> Arc<Message> {
+        Arc::new(Message {
+            id: MessageId::new(id).unwrap(),
+            role: "user".into(),
+            content: json!(format!("text of {id}")),
+            timestamp: 0,
+            extra: Default::default(),
+        })
+    }
+
+    fn doc(ids: &[&str]) -> Doc {
+        let mut t = Thread::new(ThreadId::new("T").unwrap(), 1);
+        t.v = 1;
+        t.title = "base".into();
+        t.messages = ids.iter().map(|i| msg(i)).collect();
+        Doc::from_thread(t)
+    }
+
+    fn ids(d: &Doc) -> String {
+        d.thread.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(" ")
+    }
+
+    fn append(d: &mut Doc, id: &str, after: Option<&str>) -> OpOutcome {
+        let op = Op::Append { message: msg(id), after: after.map(|a| MessageId::new(a).unwrap()) };
+        d.apply(&op, &Limits::default())
+    }
+
+    #[test]
+    fn concurrent_runs_stay_contiguous_in_any_interleaving() {
+        // a1 a2 a3 from one writer and b1 b2 from another, all written after m,
+        // interleaved one message at a time.
+        let mut d = doc(&["m"]);
+        append(&mut d, "a1", Some("m"));
+        append(&mut d, "b1", Some("m"));
+        append(&mut d, "a2", Some("a1"));
+        append(&mut d, "b2", Some("b1"));
+        append(&mut d, "a3", Some("a2"));
+        assert_eq!(ids(&d), "m a1 a2 a3 b1 b2");
+    }
+
+    #[test]
+    fn appends_are_idempotent_by_id() {
+        let mut d = doc(&["m"]);
+        assert!(matches!(append(&mut d, "a", Some("m")), OpOutcome::Applied { .. }));
+        assert_eq!(append(&mut d, "a", Some("m")), OpOutcome::Unchanged);
+        assert_eq!(ids(&d), "m a");
+        assert_eq!(d.thread.v, 2);
+    }
+
+    #[test]
+    fn unknown_or_deleted_anchor_appends_at_end() {
+        let mut d = doc(&["m", "n"]);
+        append(&mut d, "x", Some("gone"));
+        assert_eq!(ids(&d), "m n x");
+        let mut d = doc(&["m", "n"]);
+        let base = ContentHash::of(&d.get(&MessageId::new("m").unwrap()).unwrap().content);
+        d.apply(&Op::Delete { id: MessageId::new("m").unwrap(), base }, &Limits::default());
+        // n now descends from m's anchor (none): a run after n still follows n.
+        append(&mut d, "y", Some("n"));
+        append(&mut d, "z", None);
+        assert_eq!(ids(&d), "n y z");
+    }
+
+    #[test]
+    fn concurrent_title_change_keeps_first_and_records_conflict() {
+        let mut d = doc(&[]);
+        let set = |t: &str| Op::SetTitle { title: t.into(), base: "base".into() };
+        assert!(matches!(d.apply(&set("A"), &Limits::default()), OpOutcome::Applied { .. }));
+        let out = d.apply(&set("B"), &Limits::default());
+        assert_eq!(
+            out,
+            OpOutcome::Conflict {
+                conflict: ConflictInfo { kind: ConflictKind::Title, message_id: None, local: json!("B"), remote: json!("A") }
+            }
+        );
+        assert_eq!(d.thread.title, "A");
+        // Choosing the local side wins on top of the current state.
+        let c = Conflict::new("c1".into(), d.id().clone(), match out { OpOutcome::Conflict { conflict } => conflict, _ => unreachable!() }, &doc(&[]));
+        assert_eq!(c.base, json!("base"));
+        let op = c.choose_local(&d).unwrap();
+        assert!(matches!(d.apply(&op, &Limits::default()), OpOutcome::Applied { .. }));
+        assert_eq!(d.thread.title, "B");
+    }
+
+    #[test]
+    fn edit_against_edit_and_delete() {
+        let base = doc(&["m"]);
+        let id = MessageId::new("m").unwrap();
+        let h = ContentHash::of(&base.thread.messages[0].content);
+        let edit = |c: &str| Op::Edit { id: id.clone(), content: json!(c), base: h };
+        let mut d = base.clone();
+        assert!(matches!(d.apply(&edit("one"), &Limits::default()), OpOutcome::Applied { .. }));
+        assert_eq!(d.apply(&edit("one"), &Limits::default()), OpOutcome::Unchanged);
+        assert!(matches!(
+            d.apply(&edit("two"), &Limits::default()),
+            OpOutcome::Conflict { conflict: ConflictInfo { kind: ConflictKind::Content, .. } }
+        ));
+        // A delete based on the old content does not destroy the newer edit.
+        assert!(matches!(
+            d.apply(&Op::Delete { id: id.clone(), base: h }, &Limits::default()),
+            OpOutcome::Conflict { conflict: ConflictInfo { kind: ConflictKind::DeleteEdit, .. } }
+        ));
+        assert_eq!(d.thread.messages[0].content, json!("one"));
+        // An edit of a message deleted first is a conflict; choosing the edit brings it back.
+        let mut d = base.clone();
+        d.apply(&Op::Delete { id: id.clone(), base: h }, &Limits::default());
+        let OpOutcome::Conflict { conflict } = d.apply(&edit("kept"), &Limits::default()) else { panic!() };
+        assert_eq!(conflict.kind, ConflictKind::EditDelete);
+        let c = Conflict::new("c".into(), d.id().clone(), conflict, &base);
+        d.apply(&c.choose_local(&d).unwrap(), &Limits::default());
+        assert_eq!(d.thread.messages[0].content, json!("kept"));
+    }
+
+    #[test]
+    fn oversized_messages_are_rejected_with_the_limit() {
+        let mut d = doc(&[]);
+        let limits = Limits { max_message_bytes: 10, ..Limits::default() };
+        let OpOutcome::Rejected { reason } = d.apply(&Op::Append { message: msg("big"), after: None }, &limits) else {
+            panic!()
+        };
+        assert!(reason.contains("limit is 10 bytes"), "{reason}");
+        assert!(d.thread.messages.is_empty());
+    }
+
+    #[test]
+    fn ops_on_a_missing_thread_are_rejected_and_create_is_idempotent() {
+        let mut d = Doc::empty(ThreadId::new("T").unwrap());
+        assert!(matches!(append(&mut d, "a", None), OpOutcome::Rejected { .. }));
+        let create = Op::Create { created: 5, env: json!({}) };
+        assert!(matches!(d.apply(&create, &Limits::default()), OpOutcome::Applied { .. }));
+        assert_eq!(d.apply(&create, &Limits::default()), OpOutcome::Unchanged);
+        assert_eq!(d.thread.created, 5);
+    }
+
+    #[test]
+    fn diff_then_apply_reproduces_local() {
+        let base = doc(&["a", "b", "c"]);
+        let mut local = base.thread.clone();
+        local.title = "new".into();
+        local.messages.remove(1);
+        Arc::make_mut(&mut local.messages[0]).content = json!("edited");
+        local.messages.push(msg("d"));
+        local.messages.push(msg("e"));
+        let m = merge(&base, &local, &base, &Limits::default());
+        assert!(m.conflicts.is_empty());
+        assert_eq!(ids(&m.doc), "a c d e");
+        assert_eq!(m.doc.thread.title, "new");
+        assert_eq!(m.doc.thread.messages[0].content, json!("edited"));
+        assert!(diff(&m.doc, &local).is_empty(), "applying the diff leaves nothing to do");
+    }
+
+    #[test]
+    fn three_way_merge_rebases_local_on_remote() {
+        let base = doc(&["a"]);
+        let mut remote = base.clone();
+        append(&mut remote, "r1", Some("a"));
+        append(&mut remote, "r2", Some("r1"));
+        let mut local = base.thread.clone();
+        local.messages.push(msg("l1"));
+        local.messages.push(msg("l2"));
+        let m = merge(&base, &local, &remote, &Limits::default());
+        assert_eq!(ids(&m.doc), "a r1 r2 l1 l2", "pending local changes go on top of the server's");
+    }
+
+    #[test]
+    fn effects_replay_to_the_same_doc() {
+        let mut server = doc(&["a"]);
+        let mut replica = server.clone();
+        for (id, after) in [("x", Some("a")), ("y", Some("a")), ("z", Some("x"))] {
+            let OpOutcome::Applied { effect } = append(&mut server, id, after) else { panic!() };
+            replica.apply_effect(&effect).unwrap();
+        }
+        assert_eq!(replica, server);
+        assert!(replica.apply_effect(&Effect::Insert { index: 99, after: None, message: msg("q") }).is_err());
+    }
+}
