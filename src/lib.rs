@@ -6,4 +6,6 @@
 pub mod merge;
 pub mod model;
 pub mod ops;
+pub mod server;
 pub mod time;
+pub mod wire;

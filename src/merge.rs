@@ -172,116 +172,26 @@ impl Doc {
         self.thread.position(id).map(|i| &self.thread.messages[i])
     }
 
-    /// Where a message appended after `after` goes: past the end of the run of
-    /// messages that descend from the anchor. An unknown anchor (deleted, or
-    /// never seen here) or no anchor means the end of the thread.
+    /// Where a message appended after `after` goes; see [`insert_index`].
     pub fn insert_index(&self, after: Option<&MessageId>) -> usize {
-        let msgs = &self.thread.messages;
-        let Some(anchor) = after else { return msgs.len() };
-        if msgs.last().is_some_and(|m| &m.id == anchor) {
-            return msgs.len();
+        let mut view = self;
+        match insert_index(&mut view, after) {
+            Ok(i) => i,
+            Err(never) => match never {},
         }
-        let Some(pos) = (if self.after.contains_key(anchor) { self.thread.position(anchor) } else { None }) else {
-            return msgs.len();
-        };
-        let mut run: HashSet<&MessageId> = HashSet::from([anchor]);
-        let mut p = pos + 1;
-        while let Some(m) = msgs.get(p) {
-            match self.after.get(&m.id) {
-                Some(Some(parent)) if run.contains(parent) => {
-                    run.insert(&m.id);
-                    p += 1;
-                }
-                _ => break,
-            }
-        }
-        p
     }
 
-    /// Applies one operation. Deterministic: the result depends only on the
-    /// doc and the operation.
+    /// Applies one operation; see [`decide`].
     pub fn apply(&mut self, op: &Op, limits: &Limits) -> OpOutcome {
-        let outcome = self.decide(op, limits);
+        let mut view = &*self;
+        let outcome = match decide(&mut view, op, limits) {
+            Ok(o) => o,
+            Err(never) => match never {},
+        };
         if let OpOutcome::Applied { effect } = &outcome {
             self.apply_effect(effect).expect("decide() only yields effects that apply");
         }
         outcome
-    }
-
-    fn decide(&self, op: &Op, limits: &Limits) -> OpOutcome {
-        let t = &self.thread;
-        if !self.exists() && !matches!(op, Op::Create { .. }) {
-            return OpOutcome::Rejected { reason: format!("thread {} does not exist", t.id) };
-        }
-        let conflict = |kind, message_id: Option<&MessageId>, local: Value, remote: Value| OpOutcome::Conflict {
-            conflict: ConflictInfo { kind, message_id: message_id.cloned(), local, remote },
-        };
-        let applied = |effect| OpOutcome::Applied { effect };
-        match op {
-            Op::Create { created, env } => {
-                if self.exists() {
-                    OpOutcome::Unchanged
-                } else {
-                    applied(Effect::Create { created: *created, env: env.clone() })
-                }
-            }
-            Op::Append { message, after } => {
-                if self.after.contains_key(&message.id) {
-                    return OpOutcome::Unchanged;
-                }
-                let size = json_size(&message.content);
-                if size > limits.max_message_bytes {
-                    return OpOutcome::Rejected {
-                        reason: format!(
-                            "message {} is {size} bytes; the limit is {} bytes",
-                            message.id, limits.max_message_bytes
-                        ),
-                    };
-                }
-                let index = self.insert_index(after.as_ref());
-                applied(Effect::Insert { index, after: after.clone(), message: message.clone() })
-            }
-            Op::Edit { id, content, base } => match self.get(id) {
-                None => conflict(ConflictKind::EditDelete, Some(id), content.clone(), Value::Null),
-                Some(m) if &m.content == content => OpOutcome::Unchanged,
-                Some(m) if ContentHash::of(&m.content) != *base => {
-                    conflict(ConflictKind::Content, Some(id), content.clone(), m.content.clone())
-                }
-                Some(_) if json_size(content) > limits.max_message_bytes => OpOutcome::Rejected {
-                    reason: format!("message {id} would be {} bytes; the limit is {} bytes", json_size(content), limits.max_message_bytes),
-                },
-                Some(_) => applied(Effect::Edit { id: id.clone(), content: content.clone() }),
-            },
-            Op::Delete { id, base } => match self.get(id) {
-                None => OpOutcome::Unchanged,
-                Some(m) if ContentHash::of(&m.content) != *base => {
-                    conflict(ConflictKind::DeleteEdit, Some(id), Value::Null, m.content.clone())
-                }
-                Some(_) => applied(Effect::Delete { id: id.clone() }),
-            },
-            Op::SetTitle { title, base } => {
-                if &t.title == title {
-                    OpOutcome::Unchanged
-                } else if title.len() > limits.max_title_bytes {
-                    OpOutcome::Rejected {
-                        reason: format!("title is {} bytes; the limit is {} bytes", title.len(), limits.max_title_bytes),
-                    }
-                } else if &t.title != base {
-                    conflict(ConflictKind::Title, None, Value::String(title.clone()), Value::String(t.title.clone()))
-                } else {
-                    applied(Effect::Title { title: title.clone() })
-                }
-            }
-            Op::SetEnv { env, base } => {
-                if &t.env == env {
-                    OpOutcome::Unchanged
-                } else if ContentHash::of(&t.env) != *base {
-                    conflict(ConflictKind::Env, None, env.clone(), t.env.clone())
-                } else {
-                    applied(Effect::Env { env: env.clone() })
-                }
-            }
-        }
     }
 
     /// Applies an effect from the server's change log and bumps the version.
@@ -327,6 +237,178 @@ impl Doc {
         t.v += 1;
         Ok(())
     }
+}
+
+/// What deciding an operation needs to know about a thread. The in-memory
+/// [`Doc`] is one; the server's storage is another, so that a push reads only
+/// the rows it touches rather than the whole thread.
+pub trait ThreadView {
+    type Error;
+    /// The thread's title, env, message count and last message; None if the
+    /// thread does not exist.
+    fn head(&mut self) -> Result<Option<Head>, Self::Error>;
+    /// A message with its position and anchor.
+    fn message(&mut self, id: &MessageId) -> Result<Option<Located>, Self::Error>;
+    /// Visits the ids and anchors of the messages from position `from` on, in
+    /// order, while `keep` returns true; returns how many it kept.
+    fn scan_from(
+        &mut self,
+        from: usize,
+        keep: &mut dyn FnMut(&MessageId, Option<&MessageId>) -> bool,
+    ) -> Result<usize, Self::Error>;
+}
+
+/// A thread's scalar fields, as an operation needs them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Head {
+    pub title: String,
+    pub env: Value,
+    pub len: usize,
+    pub last: Option<MessageId>,
+}
+
+/// A message and where it sits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Located {
+    pub index: usize,
+    pub after: Option<MessageId>,
+    pub message: Arc<Message>,
+}
+
+impl ThreadView for &Doc {
+    type Error = std::convert::Infallible;
+
+    fn head(&mut self) -> Result<Option<Head>, Self::Error> {
+        let t = &self.thread;
+        Ok(self.exists().then(|| Head {
+            title: t.title.clone(),
+            env: t.env.clone(),
+            len: t.messages.len(),
+            last: t.messages.last().map(|m| m.id.clone()),
+        }))
+    }
+
+    fn message(&mut self, id: &MessageId) -> Result<Option<Located>, Self::Error> {
+        let Some(after) = self.after.get(id) else { return Ok(None) };
+        Ok(self.thread.position(id).map(|index| Located {
+            index,
+            after: after.clone(),
+            message: self.thread.messages[index].clone(),
+        }))
+    }
+
+    fn scan_from(
+        &mut self,
+        from: usize,
+        keep: &mut dyn FnMut(&MessageId, Option<&MessageId>) -> bool,
+    ) -> Result<usize, Self::Error> {
+        let mut n = 0;
+        for m in self.thread.messages.iter().skip(from) {
+            if !keep(&m.id, self.after.get(&m.id).and_then(|a| a.as_ref())) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Where a message appended after `after` goes: past the end of the run of
+/// messages that descend from the anchor. An unknown anchor (deleted, or never
+/// seen here) or no anchor means the end of the thread. The work is the
+/// length of that run — the part of the thread the writer had not seen — not
+/// the length of the thread.
+pub fn insert_index<V: ThreadView>(v: &mut V, after: Option<&MessageId>) -> Result<usize, V::Error> {
+    let len = v.head()?.map_or(0, |h| h.len);
+    let Some(anchor) = after else { return Ok(len) };
+    let Some(at) = v.message(anchor)? else { return Ok(len) };
+    if at.index + 1 == len {
+        return Ok(len);
+    }
+    let mut run: HashSet<MessageId> = HashSet::from([anchor.clone()]);
+    let n = v.scan_from(at.index + 1, &mut |id, parent| match parent {
+        Some(p) if run.contains(p) => {
+            run.insert(id.clone());
+            true
+        }
+        _ => false,
+    })?;
+    Ok(at.index + 1 + n)
+}
+
+/// Decides what one operation does to a thread. Deterministic: the result
+/// depends only on the thread and the operation, never on who sent it.
+pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOutcome, V::Error> {
+    let conflict = |kind, message_id: Option<&MessageId>, local: Value, remote: Value| OpOutcome::Conflict {
+        conflict: ConflictInfo { kind, message_id: message_id.cloned(), local, remote },
+    };
+    let applied = |effect| OpOutcome::Applied { effect };
+    let too_big = |what: String, size: usize| OpOutcome::Rejected {
+        reason: format!("{what} is {size} bytes; the limit is {} bytes", limits.max_message_bytes),
+    };
+    let Some(head) = v.head()? else {
+        return Ok(match op {
+            Op::Create { created, env } => applied(Effect::Create { created: *created, env: env.clone() }),
+            _ => OpOutcome::Rejected { reason: "the thread does not exist".into() },
+        });
+    };
+    Ok(match op {
+        Op::Create { .. } => OpOutcome::Unchanged,
+        Op::Append { message, after } => {
+            if v.message(&message.id)?.is_some() {
+                return Ok(OpOutcome::Unchanged);
+            }
+            let size = json_size(&message.content);
+            if size > limits.max_message_bytes {
+                return Ok(too_big(format!("message {}", message.id), size));
+            }
+            let index = match after {
+                Some(a) if head.last.as_ref() == Some(a) => head.len,
+                _ => insert_index(v, after.as_ref())?,
+            };
+            applied(Effect::Insert { index, after: after.clone(), message: message.clone() })
+        }
+        Op::Edit { id, content, base } => match v.message(id)? {
+            None => conflict(ConflictKind::EditDelete, Some(id), content.clone(), Value::Null),
+            Some(m) if &m.message.content == content => OpOutcome::Unchanged,
+            Some(m) if ContentHash::of(&m.message.content) != *base => {
+                conflict(ConflictKind::Content, Some(id), content.clone(), m.message.content.clone())
+            }
+            Some(_) if json_size(content) > limits.max_message_bytes => {
+                too_big(format!("message {id}"), json_size(content))
+            }
+            Some(_) => applied(Effect::Edit { id: id.clone(), content: content.clone() }),
+        },
+        Op::Delete { id, base } => match v.message(id)? {
+            None => OpOutcome::Unchanged,
+            Some(m) if ContentHash::of(&m.message.content) != *base => {
+                conflict(ConflictKind::DeleteEdit, Some(id), Value::Null, m.message.content.clone())
+            }
+            Some(_) => applied(Effect::Delete { id: id.clone() }),
+        },
+        Op::SetTitle { title, base } => {
+            if &head.title == title {
+                OpOutcome::Unchanged
+            } else if title.len() > limits.max_title_bytes {
+                OpOutcome::Rejected {
+                    reason: format!("title is {} bytes; the limit is {} bytes", title.len(), limits.max_title_bytes),
+                }
+            } else if &head.title != base {
+                conflict(ConflictKind::Title, None, Value::String(title.clone()), Value::String(head.title))
+            } else {
+                applied(Effect::Title { title: title.clone() })
+            }
+        }
+        Op::SetEnv { env, base } => {
+            if &head.env == env {
+                OpOutcome::Unchanged
+            } else if ContentHash::of(&head.env) != *base {
+                conflict(ConflictKind::Env, None, env.clone(), head.env)
+            } else {
+                applied(Effect::Env { env: env.clone() })
+            }
+        }
+    })
 }
 
 /// The result of a three-way merge.

@@ -1,0 +1,4 @@
+pub mod flow;
+pub mod monitor;
+pub mod poller;
+pub mod retry;

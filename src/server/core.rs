@@ -1,0 +1,325 @@
+//! Push and pull, decided over a [`Tx`]: one storage transaction scoped to
+//! one team. The caller commits the transaction after a successful call, so
+//! a mutation's effects and the record that it was applied land together.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::merge::{decide, Doc, Head, Limits, Located, OpOutcome, ThreadView};
+use crate::model::{json_size, IdError, MessageId, ThreadId};
+use crate::ops::Effect;
+use crate::wire::{Change, ClientId, Cursor, MutationResult, MutationStatus, PullResponse, PushRequest, PushResponse};
+
+/// A team: every read and write is scoped by one. Same alphabet as thread ids.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TeamId(String);
+
+impl TeamId {
+    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+        Ok(TeamId(ThreadId::new(s)?.as_str().to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TeamId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        TeamId::new(s)
+    }
+}
+
+impl From<TeamId> for String {
+    fn from(t: TeamId) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for TeamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A storage failure. The HTTP layer logs it and answers 500 (or 503 when
+/// `transient`), never passing the details to the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("storage error: {message}")]
+pub struct StoreError {
+    pub message: String,
+    /// Worth retrying (lock timeout, serialization failure, lost connection).
+    pub transient: bool,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError { message: message.into(), transient: false }
+    }
+}
+
+/// One transaction on one team's data.
+pub trait Tx {
+    /// The last mutation id applied for `client`, 0 if none.
+    fn last_mutation(&mut self, client: &ClientId) -> Result<u64, StoreError>;
+    fn set_last_mutation(&mut self, client: &ClientId, id: u64) -> Result<(), StoreError>;
+    /// A thread's version and head; None if it does not exist.
+    fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError>;
+    fn message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<Located>, StoreError>;
+    /// See [`ThreadView::scan_from`].
+    fn scan_from(
+        &mut self,
+        t: &ThreadId,
+        from: usize,
+        keep: &mut dyn FnMut(&MessageId, Option<&MessageId>) -> bool,
+    ) -> Result<usize, StoreError>;
+    /// Applies `effect` to thread `t`, whose version becomes `version`, and
+    /// appends it to the team's change log. Returns the new log sequence.
+    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect) -> Result<u64, StoreError>;
+    /// The sequence of the newest change, 0 if none.
+    fn head_seq(&mut self) -> Result<u64, StoreError>;
+    /// The oldest cursor the log can still serve (changes up to it were compacted away).
+    fn log_floor(&mut self) -> Result<u64, StoreError>;
+    /// Up to `limit` changes with seq > `after`, in order.
+    fn changes_since(&mut self, after: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
+    fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError>;
+    /// Up to `limit` whole threads with ids greater than `after`, in id order.
+    fn docs_after(&mut self, after: Option<&ThreadId>, limit: usize) -> Result<Vec<Doc>, StoreError>;
+}
+
+/// A [`ThreadView`] of one thread inside a transaction, caching the head so a
+/// batch of appends reads it once.
+struct TxThread<'a, T: Tx + ?Sized> {
+    tx: &'a mut T,
+    thread: &'a ThreadId,
+    head: Option<Option<(u64, Head)>>,
+}
+
+impl<T: Tx + ?Sized> TxThread<'_, T> {
+    fn load(&mut self) -> Result<&mut Option<(u64, Head)>, StoreError> {
+        if self.head.is_none() {
+            self.head = Some(self.tx.thread_head(self.thread)?);
+        }
+        Ok(self.head.as_mut().expect("just loaded"))
+    }
+
+    fn version(&mut self) -> Result<u64, StoreError> {
+        Ok(self.load()?.as_ref().map_or(0, |(v, _)| *v))
+    }
+
+    fn write(&mut self, effect: &Effect) -> Result<(), StoreError> {
+        let version = self.version()? + 1;
+        self.tx.write(self.thread, version, effect)?;
+        let cached = self.load()?;
+        match (effect, cached.as_mut()) {
+            (Effect::Create { env, .. }, None) => {
+                *cached = Some((version, Head { title: String::new(), env: env.clone(), len: 0, last: None }));
+            }
+            (Effect::Insert { index, message, .. }, Some((v, h))) => {
+                if *index == h.len {
+                    h.last = Some(message.id.clone());
+                }
+                h.len += 1;
+                *v = version;
+            }
+            (Effect::Title { title }, Some((v, h))) => {
+                h.title.clone_from(title);
+                *v = version;
+            }
+            (Effect::Env { env }, Some((v, h))) => {
+                h.env = env.clone();
+                *v = version;
+            }
+            // Edits and deletes are rare: reload rather than mirror them.
+            _ => self.head = None,
+        }
+        Ok(())
+    }
+}
+
+impl<T: Tx + ?Sized> ThreadView for TxThread<'_, T> {
+    type Error = StoreError;
+
+    fn head(&mut self) -> Result<Option<Head>, StoreError> {
+        Ok(self.load()?.as_ref().map(|(_, h)| h.clone()))
+    }
+
+    fn message(&mut self, id: &MessageId) -> Result<Option<Located>, StoreError> {
+        self.tx.message(self.thread, id)
+    }
+
+    fn scan_from(
+        &mut self,
+        from: usize,
+        keep: &mut dyn FnMut(&MessageId, Option<&MessageId>) -> bool,
+    ) -> Result<usize, StoreError> {
+        self.tx.scan_from(self.thread, from, keep)
+    }
+}
+
+/// Applies a push exactly once per (client id, mutation id).
+///
+/// Mutation ids must follow the client's last applied id without gaps: a
+/// replay (id <= last) answers `duplicate` with no effect, and a gap stops
+/// the push there. An operation refused for good is reported and does not
+/// stop the operations or mutations after it.
+pub fn push<T: Tx + ?Sized>(tx: &mut T, req: &PushRequest, limits: &Limits) -> Result<PushResponse, StoreError> {
+    let client = &req.client_id;
+    let start = tx.last_mutation(client)?;
+    let mut last = start;
+    let mut results = Vec::with_capacity(req.mutations.len());
+    let mut gap = false;
+    for m in &req.mutations {
+        if gap || m.id > last + 1 {
+            gap = true;
+            results.push(MutationResult {
+                id: m.id,
+                thread_id: m.thread_id.clone(),
+                status: MutationStatus::Gap,
+                version: 0,
+                ops: Vec::new(),
+                reason: Some(format!("expected mutation {} of client {client} next, got {}", last + 1, m.id)),
+            });
+            continue;
+        }
+        if m.id <= last {
+            let version = tx.thread_head(&m.thread_id)?.map_or(0, |(v, _)| v);
+            results.push(MutationResult {
+                id: m.id,
+                thread_id: m.thread_id.clone(),
+                status: MutationStatus::Duplicate,
+                version,
+                ops: Vec::new(),
+                reason: None,
+            });
+            continue;
+        }
+        let mut view = TxThread { tx: &mut *tx, thread: &m.thread_id, head: None };
+        let mut status = MutationStatus::Applied;
+        let mut reason = None;
+        let mut outcomes = Vec::with_capacity(m.ops.len());
+        for op in &m.ops {
+            let outcome = decide(&mut view, op, limits)?;
+            match &outcome {
+                OpOutcome::Applied { effect } => view.write(effect)?,
+                OpOutcome::Conflict { .. } if status == MutationStatus::Applied => status = MutationStatus::Conflict,
+                OpOutcome::Rejected { reason: r } => {
+                    status = MutationStatus::Rejected;
+                    reason.get_or_insert_with(|| r.clone());
+                }
+                _ => {}
+            }
+            outcomes.push(outcome);
+        }
+        let version = view.version()?;
+        last = m.id;
+        results.push(MutationResult { id: m.id, thread_id: m.thread_id.clone(), status, version, ops: outcomes, reason });
+    }
+    if last != start {
+        tx.set_last_mutation(client, last)?;
+    }
+    Ok(PushResponse { results, cursor: Cursor::Log(tx.head_seq()?) })
+}
+
+/// How much one pull answers at most.
+#[derive(Clone, Copy, Debug)]
+pub struct PullLimits {
+    pub max_changes: usize,
+    pub max_snapshots: usize,
+    /// Approximate response size; at least one entry is always sent.
+    pub max_bytes: usize,
+}
+
+impl Default for PullLimits {
+    fn default() -> Self {
+        PullLimits { max_changes: 1000, max_snapshots: 100, max_bytes: 4 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PullError {
+    /// The cursor is older than the log keeps, or newer than the log (the
+    /// server's data was replaced): the client must start over from a
+    /// snapshot, keeping its pending changes.
+    #[error("cursor {cursor} cannot be served ({why}); pull again without a cursor")]
+    Refetch { cursor: String, why: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn effect_size(e: &Effect) -> usize {
+    64 + match e {
+        Effect::Insert { message, .. } => json_size(&message.content),
+        Effect::Edit { content, .. } => json_size(content),
+        Effect::Create { env, .. } | Effect::Env { env } => json_size(env),
+        Effect::Title { title } => title.len(),
+        Effect::Delete { .. } => 0,
+    }
+}
+
+fn doc_size(d: &Doc) -> usize {
+    d.thread.messages.iter().map(|m| 64 + json_size(&m.content)).sum::<usize>() + 256
+}
+
+/// Changes since `cursor` (deltas only), or whole threads when there is no
+/// cursor (first sync) or a snapshot is being paged.
+pub fn pull<T: Tx + ?Sized>(tx: &mut T, cursor: Option<&Cursor>, lim: &PullLimits) -> Result<PullResponse, PullError> {
+    let head = tx.head_seq()?;
+    let (snapshot_head, after) = match cursor {
+        Some(Cursor::Log(seq)) => return pull_log(tx, *seq, head, lim),
+        Some(Cursor::Snapshot { head: h, after }) => {
+            if *h > head {
+                return Err(PullError::Refetch { cursor: cursor.unwrap().to_string(), why: "it is ahead of the log".into() });
+            }
+            (*h, after.as_ref())
+        }
+        None => (head, None),
+    };
+    let mut docs = tx.docs_after(after, lim.max_snapshots.max(1))?;
+    let complete = docs.len() < lim.max_snapshots.max(1);
+    let mut bytes = 0;
+    let keep = docs
+        .iter()
+        .take_while(|d| {
+            bytes += doc_size(d);
+            bytes <= lim.max_bytes
+        })
+        .count()
+        .max(1);
+    let trimmed = keep < docs.len();
+    docs.truncate(keep);
+    let cursor = if complete && !trimmed {
+        Cursor::Log(snapshot_head)
+    } else {
+        Cursor::Snapshot { head: snapshot_head, after: docs.last().map(|d| d.id().clone()) }
+    };
+    let up_to_date = cursor == Cursor::Log(head);
+    Ok(PullResponse { snapshots: docs, changes: Vec::new(), cursor, up_to_date })
+}
+
+fn pull_log<T: Tx + ?Sized>(tx: &mut T, seq: u64, head: u64, lim: &PullLimits) -> Result<PullResponse, PullError> {
+    if seq > head {
+        return Err(PullError::Refetch { cursor: seq.to_string(), why: "it is ahead of the log".into() });
+    }
+    let floor = tx.log_floor()?;
+    if seq < floor {
+        return Err(PullError::Refetch { cursor: seq.to_string(), why: format!("changes up to {floor} were compacted") });
+    }
+    let mut changes = tx.changes_since(seq, lim.max_changes.max(1))?;
+    let mut bytes = 0;
+    let keep = changes
+        .iter()
+        .take_while(|c| {
+            bytes += effect_size(&c.effect);
+            bytes <= lim.max_bytes
+        })
+        .count()
+        .max(1)
+        .min(changes.len());
+    changes.truncate(keep);
+    let cursor = Cursor::Log(changes.last().map_or(seq, |c| c.seq));
+    let up_to_date = cursor == Cursor::Log(head);
+    Ok(PullResponse { snapshots: Vec::new(), changes, cursor, up_to_date })
+}

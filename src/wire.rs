@@ -1,0 +1,207 @@
+//! The types that cross the network between sidecar and server, as JSON.
+//! protocol.md documents every field; the HTTP layer only adds routes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::merge::{Doc, OpOutcome};
+use crate::model::{IdError, ThreadId};
+use crate::ops::{Effect, Op};
+
+/// Names a client for exactly-once delivery: the server remembers the last
+/// mutation id it applied per client id. Same alphabet as thread ids.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+        // Reuse the thread-id alphabet: client ids land in logs and keys.
+        let t = ThreadId::new(s)?;
+        Ok(ClientId(t.as_str().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ClientId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        ClientId::new(s)
+    }
+}
+
+impl From<ClientId> for String {
+    fn from(c: ClientId) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One client's change to one thread. Mutation ids of a client increase by
+/// one from 1; the server applies each exactly once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mutation {
+    pub id: u64,
+    pub thread_id: ThreadId,
+    pub ops: Vec<Op>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushRequest {
+    pub client_id: ClientId,
+    pub mutations: Vec<Mutation>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MutationStatus {
+    /// Every operation applied (or was already so).
+    Applied,
+    /// This mutation id was applied before; nothing was done again.
+    Duplicate,
+    /// Some operation was refused because the thread changed since its base;
+    /// the others applied. See `ops`.
+    Conflict,
+    /// Some operation was refused for good (e.g. too large); the others
+    /// applied. See `ops` and `reason`.
+    Rejected,
+    /// The mutation id skips ids the server never saw; nothing was done and
+    /// no later mutation of this client is taken in this request.
+    Gap,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MutationResult {
+    pub id: u64,
+    pub thread_id: ThreadId,
+    pub status: MutationStatus,
+    /// The thread's version after this mutation (for a duplicate: now).
+    pub version: u64,
+    /// One outcome per operation, in order (empty for duplicate and gap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<OpOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushResponse {
+    pub results: Vec<MutationResult>,
+    /// The team's change-log head after this push.
+    pub cursor: Cursor,
+}
+
+/// One entry of a team's change log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub seq: u64,
+    pub thread_id: ThreadId,
+    /// The thread's version once this effect is applied.
+    pub version: u64,
+    #[serde(flatten)]
+    pub effect: Effect,
+}
+
+/// Where a pull resumes. `Log(n)`: after change n of the team's log.
+/// `Snapshot`: paging through whole threads (a first sync, or a refetch),
+/// after which the log is read from `head`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    Log(u64),
+    Snapshot { head: u64, after: Option<ThreadId> },
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cursor::Log(n) => write!(f, "{n}"),
+            Cursor::Snapshot { head, after: None } => write!(f, "s{head}"),
+            Cursor::Snapshot { head, after: Some(t) } => write!(f, "s{head}.{t}"),
+        }
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a cursor this server issued");
+        if let Some(rest) = s.strip_prefix('s') {
+            let (head, after) = match rest.split_once('.') {
+                Some((h, a)) => (h, Some(ThreadId::new(a).map_err(|_| bad())?)),
+                None => (rest, None),
+            };
+            return Ok(Cursor::Snapshot { head: head.parse().map_err(|_| bad())?, after });
+        }
+        s.parse().map(Cursor::Log).map_err(|_| bad())
+    }
+}
+
+impl Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullResponse {
+    /// Whole threads (snapshot paging only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<Doc>,
+    /// Log entries after the request's cursor, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+    /// Where the next pull resumes.
+    pub cursor: Cursor,
+    /// True when this response reaches the head of the log: nothing more to
+    /// fetch right now.
+    pub up_to_date: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        for c in [
+            Cursor::Log(0),
+            Cursor::Log(42),
+            Cursor::Snapshot { head: 7, after: None },
+            Cursor::Snapshot { head: 7, after: Some(ThreadId::new("T-1").unwrap()) },
+        ] {
+            assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+        }
+        for bad in ["", "x", "-1", "s", "s1.../etc", "1.5"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_ids_are_validated() {
+        assert!(ClientId::new("c-01J").is_ok());
+        assert!(serde_json::from_str::<ClientId>("\"a b\"").is_err());
+    }
+}
