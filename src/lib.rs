@@ -3,6 +3,7 @@
 //! The pure core (`model`, `ops`, `merge`, `engine`, `server`) makes every
 //! decision and performs no I/O; see ARCHITECTURE.md.
 
+pub mod engine;
 pub mod merge;
 pub mod model;
 pub mod ops;

@@ -47,6 +47,10 @@ pub struct Doc {
     /// message id -> the message it was appended after.
     #[serde(default)]
     pub after: HashMap<MessageId, Option<MessageId>>,
+    /// Ids of deleted messages. A replayed append of one (a client that
+    /// crashed before it learnt of the delete) must not bring it back.
+    #[serde(default, skip_serializing_if = "HashSet::is_empty")]
+    pub deleted: HashSet<MessageId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,10 +116,14 @@ impl Conflict {
                 match current.get(&id) {
                     Some(m) if m.content == self.local => None,
                     Some(m) => Some(Op::Edit { id, content: self.local.clone(), base: ContentHash::of(&m.content) }),
-                    // The message is gone: bring it back as a new message with the edited content.
+                    // The message is gone: bring it back, under a new id (its
+                    // old one stays deleted), with the edited content.
                     None => {
                         let base = self.base_message.as_deref()?;
-                        let message = Message { content: self.local.clone(), ..base.clone() };
+                        let mut new_id: String = base.id.as_str().chars().take(crate::model::MAX_ID_LEN - 9).collect();
+                        new_id.push_str(".restored");
+                        let id = MessageId::new(new_id).ok()?;
+                        let message = Message { id, content: self.local.clone(), ..base.clone() };
                         let after = current.thread.messages.last().map(|m| m.id.clone());
                         Some(Op::Append { message: Arc::new(message), after })
                     }
@@ -144,7 +152,7 @@ pub enum OpOutcome {
 impl Doc {
     /// A thread that does not exist yet.
     pub fn empty(id: ThreadId) -> Self {
-        Doc { thread: Thread::new(id, 0), after: HashMap::new() }
+        Doc { thread: Thread::new(id, 0), after: HashMap::new(), deleted: HashSet::new() }
     }
 
     /// A doc for a thread whose messages were written one after another.
@@ -154,7 +162,7 @@ impl Doc {
         for m in &thread.messages {
             after.insert(m.id.clone(), prev.replace(m.id.clone()));
         }
-        Doc { thread, after }
+        Doc { thread, after, deleted: HashSet::new() }
     }
 
     pub fn exists(&self) -> bool {
@@ -225,6 +233,7 @@ impl Doc {
                 // Children of the deleted message now descend from its anchor,
                 // so later placements still see one run.
                 let anchor = self.after.remove(id).flatten();
+                self.deleted.insert(id.clone());
                 for parent in self.after.values_mut() {
                     if parent.as_ref() == Some(id) {
                         parent.clone_from(&anchor);
@@ -249,6 +258,8 @@ pub trait ThreadView {
     fn head(&mut self) -> Result<Option<Head>, Self::Error>;
     /// A message with its position and anchor.
     fn message(&mut self, id: &MessageId) -> Result<Option<Located>, Self::Error>;
+    /// Whether a message with this id was deleted.
+    fn was_deleted(&mut self, id: &MessageId) -> Result<bool, Self::Error>;
     /// Visits the ids and anchors of the messages from position `from` on, in
     /// order, while `keep` returns true; returns how many it kept.
     fn scan_from(
@@ -295,6 +306,10 @@ impl ThreadView for &Doc {
             after: after.clone(),
             message: self.thread.messages[index].clone(),
         }))
+    }
+
+    fn was_deleted(&mut self, id: &MessageId) -> Result<bool, Self::Error> {
+        Ok(self.deleted.contains(id))
     }
 
     fn scan_from(
@@ -355,7 +370,7 @@ pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOu
     Ok(match op {
         Op::Create { .. } => OpOutcome::Unchanged,
         Op::Append { message, after } => {
-            if v.message(&message.id)?.is_some() {
+            if v.message(&message.id)?.is_some() || v.was_deleted(&message.id)? {
                 return Ok(OpOutcome::Unchanged);
             }
             let size = json_size(&message.content);

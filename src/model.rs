@@ -119,7 +119,8 @@ id_impls!(MessageId);
 
 /// One message. `content` is a string or any JSON (content blocks) and may be
 /// megabytes; messages are shared (`Arc`) so that copies of a thread are cheap.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// `Eq` lets `Arc<Message>` comparisons short-cut on pointer equality.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: MessageId,
     pub role: String,

@@ -68,6 +68,7 @@ pub trait Tx {
     /// A thread's version and head; None if it does not exist.
     fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError>;
     fn message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<Located>, StoreError>;
+    fn was_deleted(&mut self, t: &ThreadId, id: &MessageId) -> Result<bool, StoreError>;
     /// See [`ThreadView::scan_from`].
     fn scan_from(
         &mut self,
@@ -148,6 +149,10 @@ impl<T: Tx + ?Sized> ThreadView for TxThread<'_, T> {
 
     fn message(&mut self, id: &MessageId) -> Result<Option<Located>, StoreError> {
         self.tx.message(self.thread, id)
+    }
+
+    fn was_deleted(&mut self, id: &MessageId) -> Result<bool, StoreError> {
+        self.tx.was_deleted(self.thread, id)
     }
 
     fn scan_from(

@@ -75,6 +75,10 @@ impl Tx for TeamData {
         }))
     }
 
+    fn was_deleted(&mut self, t: &ThreadId, id: &MessageId) -> Result<bool, StoreError> {
+        Ok(self.threads.get(t).is_some_and(|d| d.deleted.contains(id)))
+    }
+
     fn scan_from(
         &mut self,
         t: &ThreadId,

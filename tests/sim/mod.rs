@@ -1,0 +1,833 @@
+//! A deterministic simulator: K sync engines and the server core on a virtual
+//! clock, with seeded faults on the network, the server and the clients.
+//!
+//! Everything that happens is a function of the seed, so a failing seed
+//! replays exactly (`SIM_SEED=<n> cargo test --test simulation replay`).
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+
+use threadsync::engine::retry::Failure;
+use threadsync::engine::{Action, EngineConfig, LocalOp, PollMode, PullOutcome, ReqId, Restored, SyncEngine};
+use threadsync::merge::{Conflict, Doc, Limits};
+use threadsync::model::{Message, MessageId, Thread, ThreadId};
+use threadsync::server::memory::MemStore;
+use threadsync::server::{self, PullError, PullLimits, TeamId};
+use threadsync::time::Time;
+use threadsync::wire::{Cursor, PushRequest, PushResponse};
+
+/// Fault probabilities, per request unless said otherwise.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub drop_request: f64,
+    pub drop_response: f64,
+    pub duplicate: f64,
+    pub server_error: f64,
+    pub too_many: f64,
+    /// One-way network delay range, ms.
+    pub delay: (u64, u64),
+    /// Per second of virtual time: a client is partitioned / crashes, the
+    /// server crashes.
+    pub partition_rate: f64,
+    pub client_crash_rate: f64,
+    pub server_crash_rate: f64,
+    /// A client crash may land between the actions of one step.
+    pub torn_steps: bool,
+    /// Per pull: the server compacts its log first (old cursors must refetch).
+    pub compact: f64,
+}
+
+impl Faults {
+    pub fn none() -> Self {
+        Faults {
+            drop_request: 0.0,
+            drop_response: 0.0,
+            duplicate: 0.0,
+            server_error: 0.0,
+            too_many: 0.0,
+            delay: (1, 5),
+            partition_rate: 0.0,
+            client_crash_rate: 0.0,
+            server_crash_rate: 0.0,
+            torn_steps: false,
+            compact: 0.0,
+        }
+    }
+
+    pub fn random(rng: &mut ChaCha8Rng) -> Self {
+        Faults {
+            drop_request: rng.random_range(0.0..0.1),
+            drop_response: rng.random_range(0.0..0.1),
+            duplicate: rng.random_range(0.0..0.05),
+            server_error: rng.random_range(0.0..0.08),
+            too_many: rng.random_range(0.0..0.03),
+            delay: (1, rng.random_range(2..400)),
+            partition_rate: rng.random_range(0.0..0.03),
+            client_crash_rate: rng.random_range(0.0..0.02),
+            server_crash_rate: rng.random_range(0.0..0.01),
+            torn_steps: true,
+            compact: rng.random_range(0.0..0.02),
+        }
+    }
+}
+
+enum Req {
+    Push(PushRequest),
+    Pull { cursor: Option<Cursor>, wait: Option<Duration> },
+    Probe,
+}
+
+enum Resp {
+    Push(Result<PushResponse, Failure>),
+    Pull(PullOutcome),
+    Probe(Result<(), Failure>),
+}
+
+enum Event {
+    /// A request reaches the server.
+    Arrive { client: usize, epoch: u64, req_id: ReqId, req: Req, deadline: Time, replay: bool },
+    /// An answer (or the client's own timeout) reaches a client.
+    Answer { client: usize, epoch: u64, req_id: ReqId, resp: Resp },
+    ServerUp,
+    ClientRestart { client: usize },
+    Heal { client: usize },
+}
+
+/// What one client has on disk.
+#[derive(Default, Clone)]
+pub struct Disk {
+    pub files: BTreeMap<ThreadId, Thread>,
+    pub bases: BTreeMap<ThreadId, Doc>,
+    pub cursor: Option<Cursor>,
+    pub conflicts: Vec<Conflict>,
+}
+
+pub struct Client {
+    pub engine: Option<SyncEngine>,
+    pub disk: Disk,
+    epoch: u64,
+    partitioned: bool,
+    /// Requests whose answers are ignored (cancelled pulls).
+    cancelled: BTreeSet<ReqId>,
+    pub sync_done: Vec<(u64, Result<(), String>)>,
+    pub statuses: Vec<threadsync::engine::Status>,
+}
+
+impl Client {
+    pub fn partitioned_for_test(&mut self, on: bool) {
+        self.partitioned = on;
+    }
+}
+
+pub struct Sim {
+    pub now: Time,
+    pub rng: ChaCha8Rng,
+    pub seed: u64,
+    pub faults: Faults,
+    pub cfg: EngineConfig,
+    pub store: MemStore,
+    pub team: TeamId,
+    pub limits: Limits,
+    server_up: bool,
+    pub clients: Vec<Client>,
+    queue: BinaryHeap<Reverse<(Time, u64)>>,
+    events: BTreeMap<u64, Event>,
+    next_event: u64,
+    /// Pulls the server holds: (client, epoch, request, cursor, until).
+    held: Vec<(usize, u64, ReqId, Option<Cursor>, Time)>,
+    next_engine_seed: u64,
+    // Bookkeeping for the invariants.
+    pub must_survive: BTreeMap<MessageId, (usize, u64)>,
+    pub written_by: BTreeMap<usize, Vec<MessageId>>,
+    pub deleted: BTreeSet<MessageId>,
+    pub rolled_back: BTreeSet<MessageId>,
+    pub pushes: u64,
+    pub log: Vec<String>,
+    counter: u64,
+}
+
+impl Sim {
+    pub fn new(seed: u64, clients: usize, faults: Faults, cfg: EngineConfig) -> Self {
+        let mut sim = Sim {
+            now: Time::from_millis(1_700_000_000_000),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
+            faults,
+            cfg,
+            store: MemStore::default(),
+            team: TeamId::new("team").unwrap(),
+            limits: Limits { max_message_bytes: 4096, ..Limits::default() },
+            server_up: true,
+            clients: Vec::new(),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            held: Vec::new(),
+            next_engine_seed: seed.wrapping_mul(1000),
+            must_survive: BTreeMap::new(),
+            written_by: BTreeMap::new(),
+            deleted: BTreeSet::new(),
+            rolled_back: BTreeSet::new(),
+            pushes: 0,
+            log: Vec::new(),
+            counter: 0,
+        };
+        sim.cfg.limits = sim.limits;
+        for _ in 0..clients {
+            sim.clients.push(Client {
+                engine: None,
+                disk: Disk::default(),
+                epoch: 0,
+                partitioned: false,
+                cancelled: BTreeSet::new(),
+                sync_done: Vec::new(),
+                statuses: Vec::new(),
+            });
+        }
+        for c in 0..clients {
+            sim.start_client(c);
+        }
+        sim
+    }
+
+    fn trace(&mut self, s: String) {
+        if self.log.len() < 100_000 {
+            self.log.push(format!("{:?} {s}", self.now));
+        }
+    }
+
+    fn schedule(&mut self, at: Time, e: Event) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.events.insert(id, e);
+        self.queue.push(Reverse((at, id)));
+    }
+
+    fn start_client(&mut self, c: usize) {
+        self.next_engine_seed += 1;
+        let d = &self.clients[c].disk;
+        let restored = Restored {
+            bases: d.bases.values().cloned().collect(),
+            files: d.files.values().cloned().collect(),
+            cursor: d.cursor.clone(),
+            conflicts: d.conflicts.clone(),
+        };
+        let engine = SyncEngine::new(self.cfg.clone(), self.next_engine_seed, self.now, restored);
+        self.clients[c].engine = Some(engine);
+        self.trace(format!("client {c} starts"));
+        self.pump(c);
+    }
+
+    fn crash_client(&mut self, c: usize) {
+        self.trace(format!("client {c} crashes"));
+        let cl = &mut self.clients[c];
+        cl.engine = None;
+        cl.epoch += 1;
+        cl.cancelled.clear();
+        self.held.retain(|h| h.0 != c);
+        let at = self.now + Duration::from_millis(self.rng.random_range(100..5_000));
+        self.schedule(at, Event::ClientRestart { client: c });
+    }
+
+    /// Runs the actions an engine produced. With torn steps, a crash may hit
+    /// between two of them: what was done is on disk, the rest is lost.
+    pub fn pump(&mut self, c: usize) -> bool {
+        loop {
+            let Some(engine) = self.clients[c].engine.as_mut() else { return false };
+            let Some(action) = engine.poll_action() else { return true };
+            if self.faults.torn_steps && self.rng.random_bool(self.faults.client_crash_rate / 50.0) {
+                self.crash_client(c);
+                return false;
+            }
+            self.perform(c, action);
+        }
+    }
+
+    fn perform(&mut self, c: usize, action: Action) {
+        let epoch = self.clients[c].epoch;
+        match &action {
+            Action::Push { req, body, .. } => self.trace(format!("client {c} push #{req} {:?}", body.mutations.iter().map(|m| m.id).collect::<Vec<_>>())),
+            Action::Pull { req, cursor, wait, .. } => self.trace(format!("client {c} pull #{req} from {cursor:?} wait {wait:?}")),
+            Action::Probe { req, .. } => self.trace(format!("client {c} probe #{req}")),
+            Action::CancelPull { req } => self.trace(format!("client {c} cancels #{req}")),
+            _ => {}
+        }
+        match action {
+            Action::Push { req, body, timeout } => self.send(c, epoch, req, Req::Push(body), timeout),
+            Action::Pull { req, cursor, wait, timeout } => self.send(c, epoch, req, Req::Pull { cursor, wait }, timeout),
+            Action::Probe { req, timeout } => self.send(c, epoch, req, Req::Probe, timeout),
+            Action::CancelPull { req } => {
+                self.clients[c].cancelled.insert(req);
+                self.held.retain(|h| !(h.0 == c && h.2 == req));
+            }
+            Action::WriteThread { thread, .. } => {
+                self.clients[c].disk.files.insert(thread.id.clone(), thread);
+            }
+            Action::SaveBase { doc } => {
+                self.clients[c].disk.bases.insert(doc.id().clone(), doc);
+            }
+            Action::SaveCursor { cursor } => self.clients[c].disk.cursor = cursor,
+            Action::SaveConflicts { conflicts } => self.clients[c].disk.conflicts = conflicts,
+            Action::Rollback { ops, reason, .. } => {
+                self.trace(format!("client {c} rollback: {reason}"));
+                for op in ops {
+                    if let threadsync::ops::Op::Append { message, .. } = op {
+                        self.rolled_back.insert(message.id.clone());
+                    }
+                }
+            }
+            Action::SyncDone { ticket, result } => self.clients[c].sync_done.push((ticket, result)),
+            Action::Status(s) => self.clients[c].statuses.push(s),
+            Action::Warning(w) => self.trace(format!("client {c} warning: {w}")),
+            Action::ThreadStatus(_) | Action::ThreadUpdated { .. } => {}
+        }
+    }
+
+    fn delay(&mut self) -> Duration {
+        Duration::from_millis(self.rng.random_range(self.faults.delay.0..=self.faults.delay.1))
+    }
+
+    fn send(&mut self, c: usize, epoch: u64, req_id: ReqId, req: Req, timeout: Duration) {
+        let deadline = self.now + timeout;
+        let fail = |f: Failure, req: &Req| match req {
+            Req::Push(_) => Resp::Push(Err(f)),
+            Req::Pull { .. } => Resp::Pull(PullOutcome::Failed(f)),
+            Req::Probe => Resp::Probe(Err(f)),
+        };
+        if self.clients[c].partitioned || !self.server_up {
+            // Half the time the connection is refused at once, else it hangs.
+            let (at, f) = if self.rng.random_bool(0.5) {
+                (self.now + self.delay(), Failure::Network("connection refused".into()))
+            } else {
+                (deadline, Failure::Timeout)
+            };
+            let resp = fail(f, &req);
+            self.schedule(at, Event::Answer { client: c, epoch, req_id, resp });
+            return;
+        }
+        if self.rng.random_bool(self.faults.drop_request) {
+            let resp = fail(Failure::Timeout, &req);
+            self.schedule(deadline, Event::Answer { client: c, epoch, req_id, resp });
+            return;
+        }
+        if !matches!(req, Req::Probe) {
+            if self.rng.random_bool(self.faults.server_error) {
+                let f = Failure::Http { status: 503, retry_after: None, message: "unavailable".into() };
+                let at = self.now + self.delay();
+                self.schedule(at, Event::Answer { client: c, epoch, req_id, resp: fail(f, &req) });
+                return;
+            }
+            if self.rng.random_bool(self.faults.too_many) {
+                let f = Failure::Http { status: 429, retry_after: Some(Duration::from_secs(3)), message: "slow down".into() };
+                let at = self.now + self.delay();
+                self.schedule(at, Event::Answer { client: c, epoch, req_id, resp: fail(f, &req) });
+                return;
+            }
+        }
+        if let Req::Push(body) = &req {
+            if self.rng.random_bool(self.faults.duplicate) {
+                // The same bytes arrive twice (a proxy retried them).
+                let at = self.now + self.delay() + self.delay();
+                let dup = Req::Push(body.clone());
+                self.schedule(at, Event::Arrive { client: c, epoch, req_id, req: dup, deadline, replay: true });
+            }
+        }
+        let at = self.now + self.delay();
+        self.schedule(at, Event::Arrive { client: c, epoch, req_id, req, deadline, replay: false });
+    }
+
+    fn answer(&mut self, c: usize, epoch: u64, req_id: ReqId, resp: Resp, deadline: Time) {
+        let lost = self.rng.random_bool(self.faults.drop_response);
+        let at = self.now + self.delay();
+        if lost || at > deadline {
+            let f = Failure::Timeout;
+            let resp = match resp {
+                Resp::Push(_) => Resp::Push(Err(f)),
+                Resp::Pull(_) => Resp::Pull(PullOutcome::Failed(f)),
+                Resp::Probe(_) => Resp::Probe(Err(f)),
+            };
+            self.schedule(deadline, Event::Answer { client: c, epoch, req_id, resp });
+        } else {
+            self.schedule(at, Event::Answer { client: c, epoch, req_id, resp });
+        }
+    }
+
+    fn server_pull(&mut self, cursor: Option<&Cursor>) -> PullOutcome {
+        if self.rng.random_bool(self.faults.compact) {
+            let team = self.team.clone();
+            self.store.compact(&team, 3);
+        }
+        let lim = PullLimits { max_changes: 7, max_snapshots: 2, max_bytes: 6000 };
+        match server::pull(self.store.tx(&self.team), cursor, &lim) {
+            Ok(r) => PullOutcome::Ok(r),
+            Err(PullError::Refetch { .. }) => PullOutcome::Refetch,
+            Err(PullError::Store(e)) => panic!("memory store failed: {e}"),
+        }
+    }
+
+    fn arrive(&mut self, c: usize, epoch: u64, req_id: ReqId, req: Req, deadline: Time, replay: bool) {
+        if !self.server_up {
+            if !replay {
+                let resp = match req {
+                    Req::Push(_) => Resp::Push(Err(Failure::Network("connection reset".into()))),
+                    Req::Pull { .. } => Resp::Pull(PullOutcome::Failed(Failure::Network("connection reset".into()))),
+                    Req::Probe => Resp::Probe(Err(Failure::Network("connection reset".into()))),
+                };
+                self.schedule(self.now, Event::Answer { client: c, epoch, req_id, resp });
+            }
+            return;
+        }
+        match req {
+            Req::Probe => self.answer(c, epoch, req_id, Resp::Probe(Ok(())), deadline),
+            Req::Push(body) => {
+                let before = server::Tx::head_seq(self.store.tx(&self.team)).unwrap();
+                let resp = server::push(self.store.tx(&self.team), &body, &self.limits).expect("memory store");
+                self.pushes += 1;
+                self.trace(format!(
+                    "server push from {} {:?}: {:?}",
+                    body.client_id,
+                    body.mutations.iter().map(|m| (m.id, m.thread_id.as_str(), m.ops.iter().map(|o| match o {
+                        threadsync::ops::Op::Append { message, .. } => format!("+{}", message.id),
+                        threadsync::ops::Op::Delete { id, .. } => format!("-{id}"),
+                        threadsync::ops::Op::Edit { id, .. } => format!("~{id}"),
+                        other => format!("{other:?}").chars().take(30).collect(),
+                    }).collect::<Vec<_>>())).collect::<Vec<_>>(),
+                    resp.results.iter().map(|r| r.status).collect::<Vec<_>>()
+                ));
+                if !replay {
+                    self.answer(c, epoch, req_id, Resp::Push(Ok(resp)), deadline);
+                }
+                let after = server::Tx::head_seq(self.store.tx(&self.team)).unwrap();
+                if after != before {
+                    self.wake_held();
+                }
+            }
+            Req::Pull { cursor, wait } => {
+                let out = self.server_pull(cursor.as_ref());
+                let idle = matches!(&out, PullOutcome::Ok(r) if r.changes.is_empty() && r.snapshots.is_empty() && r.up_to_date);
+                match wait {
+                    Some(w) if idle => {
+                        let until = (self.now + w).min(deadline);
+                        self.held.push((c, epoch, req_id, cursor, until));
+                    }
+                    _ => self.answer(c, epoch, req_id, Resp::Pull(out), deadline),
+                }
+            }
+        }
+    }
+
+    /// Answers held pulls: the team's log moved.
+    fn wake_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        for (c, epoch, req_id, cursor, until) in held {
+            let out = self.server_pull(cursor.as_ref());
+            self.answer(c, epoch, req_id, Resp::Pull(out), until + Duration::from_secs(10));
+        }
+    }
+
+    fn expire_held(&mut self) {
+        let now = self.now;
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|h| h.4 <= now);
+        self.held = keep;
+        for (c, epoch, req_id, cursor, _) in due {
+            let out = self.server_pull(cursor.as_ref());
+            self.answer(c, epoch, req_id, Resp::Pull(out), now + Duration::from_secs(10));
+        }
+    }
+
+    fn deliver(&mut self, c: usize, epoch: u64, req_id: ReqId, resp: Resp) {
+        if self.clients[c].epoch != epoch || self.clients[c].cancelled.remove(&req_id) {
+            return;
+        }
+        let now = self.now;
+        let what = match &resp {
+            Resp::Push(Ok(_)) | Resp::Probe(Ok(_)) => "ok".to_string(),
+            Resp::Pull(PullOutcome::Ok(r)) => format!("ok {} changes to {}", r.changes.len() + r.snapshots.len(), r.cursor),
+            Resp::Pull(PullOutcome::Refetch) => "refetch".into(),
+            Resp::Push(Err(f)) | Resp::Probe(Err(f)) | Resp::Pull(PullOutcome::Failed(f)) => f.describe(),
+        };
+        self.trace(format!("client {c} gets #{req_id}: {what}"));
+        let Some(engine) = self.clients[c].engine.as_mut() else { return };
+        match resp {
+            Resp::Push(r) => engine.handle_push(now, req_id, r),
+            Resp::Pull(r) => engine.handle_pull(now, req_id, r),
+            Resp::Probe(r) => engine.handle_probe(now, req_id, r),
+        }
+        self.pump(c);
+    }
+
+    /// The next time anything happens.
+    fn next_time(&self) -> Option<Time> {
+        let mut t = self.queue.peek().map(|Reverse((at, _))| *at);
+        if let Some(at) = self.held.iter().map(|h| h.4).min() {
+            t = Some(t.map_or(at, |t| t.min(at)));
+        }
+        for c in &self.clients {
+            if let Some(at) = c.engine.as_ref().and_then(|e| e.poll_timeout()) {
+                t = Some(t.map_or(at, |t| t.min(at)));
+            }
+        }
+        t
+    }
+
+    /// Advances virtual time to `until`, processing everything on the way.
+    pub fn run_until(&mut self, until: Time) {
+        while let Some(t) = self.next_time() {
+            if t > until {
+                break;
+            }
+            self.step_to(t);
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn step_to(&mut self, t: Time) {
+        let elapsed = t.saturating_since(self.now).as_secs_f64();
+        self.now = self.now.max(t);
+        self.random_faults(elapsed);
+        self.expire_held();
+        while let Some(Reverse((at, id))) = self.queue.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.queue.pop();
+            let Some(event) = self.events.remove(&id) else { continue };
+            match event {
+                Event::Arrive { client, epoch, req_id, req, deadline, replay } => {
+                    self.arrive(client, epoch, req_id, req, deadline, replay)
+                }
+                Event::Answer { client, epoch, req_id, resp } => self.deliver(client, epoch, req_id, resp),
+                Event::ServerUp => {
+                    self.trace("server up".into());
+                    self.server_up = true;
+                }
+                Event::ClientRestart { client } => {
+                    if self.clients[client].engine.is_none() {
+                        self.start_client(client);
+                    }
+                }
+                Event::Heal { client } => self.clients[client].partitioned = false,
+            }
+        }
+        for c in 0..self.clients.len() {
+            let now = self.now;
+            if let Some(e) = self.clients[c].engine.as_mut() {
+                if e.poll_timeout().is_some_and(|at| at <= now) {
+                    e.handle_timeout(now);
+                    self.pump(c);
+                }
+            }
+        }
+    }
+
+    fn random_faults(&mut self, elapsed: f64) {
+        if elapsed <= 0.0 {
+            return;
+        }
+        for c in 0..self.clients.len() {
+            if !self.clients[c].partitioned && self.rng.random_bool((self.faults.partition_rate * elapsed).min(1.0)) {
+                self.trace(format!("client {c} partitioned"));
+                self.clients[c].partitioned = true;
+                let at = self.now + Duration::from_millis(self.rng.random_range(1_000..60_000));
+                self.schedule(at, Event::Heal { client: c });
+            }
+            if self.clients[c].engine.is_some() && self.rng.random_bool((self.faults.client_crash_rate * elapsed).min(1.0)) {
+                self.crash_client(c);
+            }
+        }
+        if self.server_up && self.rng.random_bool((self.faults.server_crash_rate * elapsed).min(1.0)) {
+            self.trace("server crashes".into());
+            self.server_up = false;
+            // Held requests and answers not yet sent die with the process.
+            for (c, epoch, req_id, _, _) in std::mem::take(&mut self.held) {
+                let resp = Resp::Pull(PullOutcome::Failed(Failure::Network("connection reset".into())));
+                self.schedule(self.now, Event::Answer { client: c, epoch, req_id, resp });
+            }
+            let at = self.now + Duration::from_millis(self.rng.random_range(500..20_000));
+            self.schedule(at, Event::ServerUp);
+        }
+    }
+
+    /// Stops all faults and lets the system settle.
+    pub fn heal(&mut self) {
+        self.faults = Faults { delay: self.faults.delay, ..Faults::none() };
+        for c in 0..self.clients.len() {
+            self.clients[c].partitioned = false;
+            if self.clients[c].engine.is_none() {
+                self.start_client(c);
+            }
+        }
+        if !self.server_up {
+            self.server_up = true;
+        }
+    }
+
+    // ----- workload -------------------------------------------------------
+
+    pub fn unique(&mut self, c: usize) -> String {
+        self.counter += 1;
+        format!("c{c}-n{}", self.counter)
+    }
+
+    fn engine(&mut self, c: usize) -> Option<&mut SyncEngine> {
+        self.clients[c].engine.as_mut()
+    }
+
+    /// An append made through the sidecar. Counts as acknowledged only if
+    /// every action of the step (the file write first of all) was performed.
+    pub fn sidecar_append(&mut self, c: usize, thread: &ThreadId, content: Value) -> Option<MessageId> {
+        let now = self.now;
+        let r = self.engine(c)?.local_op(now, Some(thread), LocalOp::Append { role: "user".into(), content }).ok()?;
+        let id = r.message_id.expect("appends return an id");
+        self.trace(format!("client {c} appends {id} to {thread}"));
+        self.written_by.entry(c).or_default().push(id.clone());
+        if self.pump(c) {
+            self.must_survive.insert(id.clone(), (c, self.now.as_millis()));
+        }
+        Some(id)
+    }
+
+    pub fn sidecar_create(&mut self, c: usize, title: &str) -> Option<ThreadId> {
+        let now = self.now;
+        let r = self.engine(c)?.local_op(now, None, LocalOp::CreateThread { title: title.into() }).ok()?;
+        self.pump(c);
+        Some(r.thread_id)
+    }
+
+    pub fn sidecar_title(&mut self, c: usize, thread: &ThreadId, title: &str) {
+        let now = self.now;
+        if let Some(e) = self.engine(c) {
+            let _ = e.local_op(now, Some(thread), LocalOp::SetTitle { title: title.into() });
+            self.pump(c);
+        }
+    }
+
+    /// An assistant rewrites a thread file; the watcher reports it.
+    pub fn file_edit(&mut self, c: usize, thread: Thread) {
+        self.trace(format!(
+            "client {c} file {}: {:?} {:?}",
+            thread.id,
+            thread.title,
+            thread.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>()
+        ));
+        self.clients[c].disk.files.insert(thread.id.clone(), thread.clone());
+        let now = self.now;
+        if let Some(e) = self.engine(c) {
+            e.local_snapshot(now, thread);
+            self.pump(c);
+        }
+    }
+
+    pub fn file(&self, c: usize, id: &ThreadId) -> Option<Thread> {
+        self.clients[c].disk.files.get(id).cloned()
+    }
+
+    /// One random user or assistant action on client `c`.
+    pub fn random_action(&mut self, c: usize, threads: &[ThreadId]) {
+        if self.clients[c].engine.is_none() {
+            return;
+        }
+        let t = threads[self.rng.random_range(0..threads.len())].clone();
+        let roll = self.rng.random_range(0..100);
+        let known = self.file(c, &t).filter(|f| f.v > 0 || !f.messages.is_empty() || !f.title.is_empty());
+        match (roll, known) {
+            (0..40, Some(_)) => {
+                let content = json!(self.unique(c));
+                self.sidecar_append(c, &t, content);
+            }
+            (40..65, Some(mut f)) => {
+                // The assistant appends one or two messages, sometimes without ids.
+                for _ in 0..self.rng.random_range(1..=2) {
+                    let text = self.unique(c);
+                    let with_id = self.rng.random_bool(0.7);
+                    let id = if with_id {
+                        MessageId::new(format!("f-{text}")).unwrap()
+                    } else {
+                        // What parse_thread_file derives for a message without an id.
+                        let raw = json!({"id": t.as_str(), "messages": [{"role": "assistant", "content": text, "timestamp": 7}]});
+                        let parsed = threadsync::model::parse_thread_file(raw.to_string().as_bytes(), &t).unwrap();
+                        parsed.messages[0].id.clone()
+                    };
+                    self.written_by.entry(c).or_default().push(id.clone());
+                    self.must_survive.insert(id.clone(), (c, self.now.as_millis()));
+                    f.messages.push(Arc::new(Message {
+                        id,
+                        role: "assistant".into(),
+                        content: json!(text),
+                        timestamp: 7,
+                        extra: serde_json::Map::from_iter([("model".to_string(), json!("m1"))]),
+                    }));
+                }
+                self.file_edit(c, f);
+            }
+            (65..75, Some(mut f)) if !f.messages.is_empty() => {
+                let i = self.rng.random_range(0..f.messages.len());
+                let text = self.unique(c);
+                Arc::make_mut(&mut f.messages[i]).content = json!(format!("edited {text}"));
+                self.file_edit(c, f);
+            }
+            (75..79, Some(mut f)) if !f.messages.is_empty() => {
+                let i = self.rng.random_range(0..f.messages.len());
+                let gone = f.messages.remove(i);
+                self.deleted.insert(gone.id.clone());
+                self.file_edit(c, f);
+            }
+            (79..86, Some(_)) => {
+                let title = self.unique(c);
+                self.sidecar_title(c, &t, &title);
+            }
+            (86..90, Some(mut f)) => {
+                f.title = format!("file title {}", self.unique(c));
+                self.file_edit(c, f);
+            }
+            (90..92, Some(_)) => {
+                // Too large: refused locally, rolled back, reported.
+                let big = json!("x".repeat(5000));
+                let now = self.now;
+                if let Some(e) = self.engine(c) {
+                    let r = e.local_op(now, Some(&t), LocalOp::Append { role: "user".into(), content: big });
+                    assert!(r.is_err(), "an oversized append must be refused");
+                }
+            }
+            (92..94, Some(_)) => {
+                let now = self.now;
+                if let Some(e) = self.engine(c) {
+                    e.force_sync(now, None);
+                }
+                self.pump(c);
+            }
+            (_, None) => {
+                // This client has not seen the thread yet: create it from a file.
+                let mut f = Thread::new(t.clone(), self.now.as_millis() as i64);
+                f.title = format!("created by {c}");
+                let text = self.unique(c);
+                let id = MessageId::new(format!("f-{text}")).unwrap();
+                self.written_by.entry(c).or_default().push(id.clone());
+                self.must_survive.insert(id.clone(), (c, self.now.as_millis()));
+                f.messages.push(Arc::new(Message { id, role: "user".into(), content: json!(text), timestamp: 1, extra: Default::default() }));
+                self.file_edit(c, f);
+            }
+            _ => {}
+        }
+    }
+
+    // ----- checks -----------------------------------------------------------
+
+    /// Runs until every client is idle and has pulled the server's head, or
+    /// fails after `limit` of virtual time.
+    pub fn settle(&mut self, limit: Duration) -> Result<(), String> {
+        let end = self.now + limit;
+        loop {
+            if self.settled() {
+                return Ok(());
+            }
+            if self.now >= end {
+                return Err(format!("did not settle within {limit:?}: {}", self.describe()));
+            }
+            let step = self.now + Duration::from_millis(500);
+            self.run_until(step.min(end));
+        }
+    }
+
+    fn settled(&mut self) -> bool {
+        let head = Cursor::Log(server::Tx::head_seq(self.store.tx(&self.team)).unwrap());
+        self.clients.iter().all(|c| {
+            c.engine.as_ref().is_some_and(|e| e.is_idle() && e.cursor() == Some(&head) && e.pending_threads().is_empty())
+        })
+    }
+
+    pub fn describe(&mut self) -> String {
+        let head = server::Tx::head_seq(self.store.tx(&self.team)).unwrap();
+        let mut s = format!("server head {head}; ");
+        for (i, c) in self.clients.iter().enumerate() {
+            match &c.engine {
+                Some(e) => s += &format!(
+                    "client {i}: idle={} cursor={:?} pending={:?} status={:?}; ",
+                    e.is_idle(),
+                    e.cursor(),
+                    e.pending_threads(),
+                    e.status()
+                ),
+                None => s += &format!("client {i}: down; "),
+            }
+        }
+        s
+    }
+
+    /// The invariants every run must end with.
+    pub fn check(&mut self) -> Result<(), String> {
+        let server: BTreeMap<ThreadId, Doc> = self.store.threads(&self.team).map(|d| (d.id().clone(), d.clone())).collect();
+        // Converged: every client's view and file equal the server's.
+        for (i, c) in self.clients.iter().enumerate() {
+            let e = c.engine.as_ref().ok_or(format!("client {i} is down"))?;
+            let ids: BTreeSet<&ThreadId> = e.thread_ids().collect();
+            let server_ids: BTreeSet<&ThreadId> = server.keys().collect();
+            if ids != server_ids {
+                return Err(format!("client {i} has threads {ids:?}, server {server_ids:?}"));
+            }
+            for (id, doc) in &server {
+                let local = e.thread(id).unwrap();
+                let file = c.disk.files.get(id).ok_or(format!("client {i} has no file for {id}"))?;
+                for (what, t) in [("view", local), ("file", file)] {
+                    if t.messages != doc.thread.messages || t.title != doc.thread.title || t.env != doc.thread.env {
+                        return Err(format!(
+                            "client {i}'s {what} of {id} differs from the server's:\n  client: {:?} {:?}\n  server: {:?} {:?}",
+                            t.title,
+                            t.messages.iter().map(|m| (m.id.as_str(), m.content.to_string())).collect::<Vec<_>>(),
+                            doc.thread.title,
+                            doc.thread.messages.iter().map(|m| (m.id.as_str(), m.content.to_string())).collect::<Vec<_>>(),
+                        ));
+                    }
+                }
+            }
+        }
+        // Nothing lost, nothing duplicated, every writer's order kept.
+        let mut position: BTreeMap<MessageId, (ThreadId, usize)> = BTreeMap::new();
+        let mut contents = BTreeSet::new();
+        for (id, doc) in &server {
+            for (i, m) in doc.thread.messages.iter().enumerate() {
+                if position.insert(m.id.clone(), (id.clone(), i)).is_some() {
+                    return Err(format!("message {} appears twice", m.id));
+                }
+                if !contents.insert(m.content.to_string()) {
+                    return Err(format!("content {} appears twice", m.content));
+                }
+            }
+        }
+        for (m, (c, at)) in &self.must_survive {
+            if !position.contains_key(m) && !self.deleted.contains(m) && !self.rolled_back.contains(m) {
+                return Err(format!("message {m} written by client {c} at {at} was lost"));
+            }
+        }
+        for (c, written) in &self.written_by {
+            let mut last: BTreeMap<&ThreadId, usize> = BTreeMap::new();
+            for m in written {
+                if let Some((t, p)) = position.get(m) {
+                    if let Some(prev) = last.get(t) {
+                        if p < prev {
+                            return Err(format!("client {c}'s message {m} is out of its writer's order in {t}"));
+                        }
+                    }
+                    last.insert(t, *p);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn thread_ids(n: usize) -> Vec<ThreadId> {
+    (0..n).map(|i| ThreadId::new(format!("T-sim{i}")).unwrap()).collect()
+}
+
+pub fn config(poll: PollMode) -> EngineConfig {
+    EngineConfig { poll, ..EngineConfig::default() }
+}
