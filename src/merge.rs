@@ -39,16 +39,24 @@ impl Default for Limits {
     }
 }
 
-/// A thread plus each message's anchor. `thread.v == 0` means the thread has
-/// not been created (on the server) yet.
+/// A thread plus what placement needs: each message's anchor, and the
+/// order of all messages ever appended, deleted ones included (tombstones).
+/// `thread.v == 0` means the thread has not been created (on the server) yet.
+///
+/// Deleted messages keep their place in `seq`, so that a message written
+/// after one that was deleted meanwhile still lands where its writer saw it,
+/// and a replayed append of a deleted message (from a client that crashed
+/// before it learnt of the delete) does not bring it back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Doc {
+    /// The visible thread: `seq` without the deleted ids.
     pub thread: Thread,
-    /// message id -> the message it was appended after.
+    /// message id -> the message it was appended after (tombstones too).
     #[serde(default)]
     pub after: HashMap<MessageId, Option<MessageId>>,
-    /// Ids of deleted messages. A replayed append of one (a client that
-    /// crashed before it learnt of the delete) must not bring it back.
+    /// Every message id in order, deleted ones included.
+    #[serde(default)]
+    pub seq: Vec<MessageId>,
     #[serde(default, skip_serializing_if = "HashSet::is_empty")]
     pub deleted: HashSet<MessageId>,
 }
@@ -152,7 +160,7 @@ pub enum OpOutcome {
 impl Doc {
     /// A thread that does not exist yet.
     pub fn empty(id: ThreadId) -> Self {
-        Doc { thread: Thread::new(id, 0), after: HashMap::new(), deleted: HashSet::new() }
+        Doc { thread: Thread::new(id, 0), after: HashMap::new(), seq: Vec::new(), deleted: HashSet::new() }
     }
 
     /// A doc for a thread whose messages were written one after another.
@@ -162,7 +170,8 @@ impl Doc {
         for m in &thread.messages {
             after.insert(m.id.clone(), prev.replace(m.id.clone()));
         }
-        Doc { thread, after, deleted: HashSet::new() }
+        let seq = thread.messages.iter().map(|m| m.id.clone()).collect();
+        Doc { thread, after, seq, deleted: HashSet::new() }
     }
 
     pub fn exists(&self) -> bool {
@@ -174,7 +183,7 @@ impl Doc {
     }
 
     pub fn get(&self, id: &MessageId) -> Option<&Arc<Message>> {
-        if !self.after.contains_key(id) {
+        if !self.after.contains_key(id) || self.deleted.contains(id) {
             return None;
         }
         self.thread.position(id).map(|i| &self.thread.messages[i])
@@ -214,13 +223,21 @@ impl Doc {
                 t.env = env.clone();
             }
             Effect::Insert { index, after, message } => {
-                if *index > t.messages.len() {
-                    return Err(format!("insert at {index} past the end ({})", t.messages.len()));
+                if *index > self.seq.len() {
+                    return Err(format!("insert at {index} past the end ({})", self.seq.len()));
                 }
                 if self.after.contains_key(&message.id) {
                     return Err(format!("message {} is already there", message.id));
                 }
-                t.messages.insert(*index, message.clone());
+                // Appends at the end are the common case; a mid-thread insert
+                // counts the visible messages before it.
+                let visible = if *index == self.seq.len() {
+                    t.messages.len()
+                } else {
+                    self.seq[..*index].iter().filter(|id| !self.deleted.contains(*id)).count()
+                };
+                self.seq.insert(*index, message.id.clone());
+                t.messages.insert(visible, message.clone());
                 self.after.insert(message.id.clone(), after.clone());
             }
             Effect::Edit { id, content } => {
@@ -230,15 +247,7 @@ impl Doc {
             Effect::Delete { id } => {
                 let i = t.position(id).ok_or_else(|| format!("no message {id} to delete"))?;
                 t.messages.remove(i);
-                // Children of the deleted message now descend from its anchor,
-                // so later placements still see one run.
-                let anchor = self.after.remove(id).flatten();
                 self.deleted.insert(id.clone());
-                for parent in self.after.values_mut() {
-                    if parent.as_ref() == Some(id) {
-                        parent.clone_from(&anchor);
-                    }
-                }
             }
             Effect::Title { title } => t.title.clone_from(title),
             Effect::Env { env } => t.env = env.clone(),
@@ -258,10 +267,11 @@ pub trait ThreadView {
     fn head(&mut self) -> Result<Option<Head>, Self::Error>;
     /// A message with its position and anchor.
     fn message(&mut self, id: &MessageId) -> Result<Option<Located>, Self::Error>;
-    /// Whether a message with this id was deleted.
-    fn was_deleted(&mut self, id: &MessageId) -> Result<bool, Self::Error>;
-    /// Visits the ids and anchors of the messages from position `from` on, in
-    /// order, while `keep` returns true; returns how many it kept.
+    /// Where a deleted message's tombstone sits, if this id was deleted.
+    fn tombstone(&mut self, id: &MessageId) -> Result<Option<usize>, Self::Error>;
+    /// Visits the ids and anchors of the messages (tombstones included) from
+    /// position `from` on, in order, while `keep` returns true; returns how
+    /// many it kept.
     fn scan_from(
         &mut self,
         from: usize,
@@ -269,7 +279,8 @@ pub trait ThreadView {
     ) -> Result<usize, Self::Error>;
 }
 
-/// A thread's scalar fields, as an operation needs them.
+/// A thread's scalar fields, as an operation needs them. `len` and `last`
+/// count tombstones: they are about placement.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Head {
     pub title: String,
@@ -278,7 +289,7 @@ pub struct Head {
     pub last: Option<MessageId>,
 }
 
-/// A message and where it sits.
+/// A message and where it sits (`index` counts tombstones).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Located {
     pub index: usize,
@@ -294,22 +305,22 @@ impl ThreadView for &Doc {
         Ok(self.exists().then(|| Head {
             title: t.title.clone(),
             env: t.env.clone(),
-            len: t.messages.len(),
-            last: t.messages.last().map(|m| m.id.clone()),
+            len: self.seq.len(),
+            last: self.seq.last().cloned(),
         }))
     }
 
     fn message(&mut self, id: &MessageId) -> Result<Option<Located>, Self::Error> {
-        let Some(after) = self.after.get(id) else { return Ok(None) };
-        Ok(self.thread.position(id).map(|index| Located {
-            index,
-            after: after.clone(),
-            message: self.thread.messages[index].clone(),
-        }))
+        let (Some(after), Some(message)) = (self.after.get(id), self.get(id)) else { return Ok(None) };
+        let index = self.seq.iter().rposition(|s| s == id).expect("visible messages are in seq");
+        Ok(Some(Located { index, after: after.clone(), message: message.clone() }))
     }
 
-    fn was_deleted(&mut self, id: &MessageId) -> Result<bool, Self::Error> {
-        Ok(self.deleted.contains(id))
+    fn tombstone(&mut self, id: &MessageId) -> Result<Option<usize>, Self::Error> {
+        if !self.deleted.contains(id) {
+            return Ok(None);
+        }
+        Ok(self.seq.iter().rposition(|s| s == id))
     }
 
     fn scan_from(
@@ -318,8 +329,8 @@ impl ThreadView for &Doc {
         keep: &mut dyn FnMut(&MessageId, Option<&MessageId>) -> bool,
     ) -> Result<usize, Self::Error> {
         let mut n = 0;
-        for m in self.thread.messages.iter().skip(from) {
-            if !keep(&m.id, self.after.get(&m.id).and_then(|a| a.as_ref())) {
+        for id in self.seq.iter().skip(from) {
+            if !keep(id, self.after.get(id).and_then(|a| a.as_ref())) {
                 break;
             }
             n += 1;
@@ -329,26 +340,37 @@ impl ThreadView for &Doc {
 }
 
 /// Where a message appended after `after` goes: past the end of the run of
-/// messages that descend from the anchor. An unknown anchor (deleted, or never
-/// seen here) or no anchor means the end of the thread. The work is the
+/// messages (tombstones included) that descend from the anchor; no anchor,
+/// or one never seen here, means the end of the thread. The work is the
 /// length of that run — the part of the thread the writer had not seen — not
 /// the length of the thread.
+///
+/// Why this keeps a writer's messages in order: positions of existing
+/// entries never change relative to each other (deletes leave tombstones),
+/// and a run is a contiguous subtree, so anything the writer saw after the
+/// anchor's run is still after it here.
 pub fn insert_index<V: ThreadView>(v: &mut V, after: Option<&MessageId>) -> Result<usize, V::Error> {
     let len = v.head()?.map_or(0, |h| h.len);
     let Some(anchor) = after else { return Ok(len) };
-    let Some(at) = v.message(anchor)? else { return Ok(len) };
-    if at.index + 1 == len {
+    let index = match v.message(anchor)? {
+        Some(at) => at.index,
+        None => match v.tombstone(anchor)? {
+            Some(index) => index,
+            None => return Ok(len),
+        },
+    };
+    if index + 1 == len {
         return Ok(len);
     }
     let mut run: HashSet<MessageId> = HashSet::from([anchor.clone()]);
-    let n = v.scan_from(at.index + 1, &mut |id, parent| match parent {
+    let n = v.scan_from(index + 1, &mut |id, parent| match parent {
         Some(p) if run.contains(p) => {
             run.insert(id.clone());
             true
         }
         _ => false,
     })?;
-    Ok(at.index + 1 + n)
+    Ok(index + 1 + n)
 }
 
 /// Decides what one operation does to a thread. Deterministic: the result
@@ -370,7 +392,7 @@ pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOu
     Ok(match op {
         Op::Create { .. } => OpOutcome::Unchanged,
         Op::Append { message, after } => {
-            if v.message(&message.id)?.is_some() || v.was_deleted(&message.id)? {
+            if v.message(&message.id)?.is_some() || v.tombstone(&message.id)?.is_some() {
                 return Ok(OpOutcome::Unchanged);
             }
             let size = json_size(&message.content);

@@ -68,7 +68,8 @@ pub trait Tx {
     /// A thread's version and head; None if it does not exist.
     fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError>;
     fn message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<Located>, StoreError>;
-    fn was_deleted(&mut self, t: &ThreadId, id: &MessageId) -> Result<bool, StoreError>;
+    /// See [`ThreadView::tombstone`].
+    fn tombstone(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<usize>, StoreError>;
     /// See [`ThreadView::scan_from`].
     fn scan_from(
         &mut self,
@@ -151,8 +152,8 @@ impl<T: Tx + ?Sized> ThreadView for TxThread<'_, T> {
         self.tx.message(self.thread, id)
     }
 
-    fn was_deleted(&mut self, id: &MessageId) -> Result<bool, StoreError> {
-        self.tx.was_deleted(self.thread, id)
+    fn tombstone(&mut self, id: &MessageId) -> Result<Option<usize>, StoreError> {
+        self.tx.tombstone(self.thread, id)
     }
 
     fn scan_from(

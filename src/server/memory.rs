@@ -75,8 +75,11 @@ impl Tx for TeamData {
         }))
     }
 
-    fn was_deleted(&mut self, t: &ThreadId, id: &MessageId) -> Result<bool, StoreError> {
-        Ok(self.threads.get(t).is_some_and(|d| d.deleted.contains(id)))
+    fn tombstone(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<usize>, StoreError> {
+        Ok(match self.threads.get(t) {
+            Some(mut d) => no_error(d.tombstone(id)),
+            None => None,
+        })
     }
 
     fn scan_from(

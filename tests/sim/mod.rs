@@ -808,15 +808,19 @@ impl Sim {
             }
         }
         for (c, written) in &self.written_by {
-            let mut last: BTreeMap<&ThreadId, usize> = BTreeMap::new();
+            let mut last: BTreeMap<&ThreadId, (usize, &MessageId)> = BTreeMap::new();
             for m in written {
                 if let Some((t, p)) = position.get(m) {
-                    if let Some(prev) = last.get(t) {
+                    if let Some((prev, prev_id)) = last.get(t) {
                         if p < prev {
-                            return Err(format!("client {c}'s message {m} is out of its writer's order in {t}"));
+                            return Err(format!(
+                                "client {c}'s message {m} (at {p}) is out of its writer's order in {t}: \
+                                 it was written after {prev_id} (at {prev}); server order: {:?}",
+                                server[t].thread.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>()
+                            ));
                         }
                     }
-                    last.insert(t, *p);
+                    last.insert(t, (*p, m));
                 }
             }
         }
