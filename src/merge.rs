@@ -133,7 +133,7 @@ impl Conflict {
                         let id = MessageId::new(new_id).ok()?;
                         let message = Message { id, content: self.local.clone(), ..base.clone() };
                         let after = current.thread.messages.last().map(|m| m.id.clone());
-                        Some(Op::Append { message: Arc::new(message), after })
+                        Some(Op::Append { message: Arc::new(message), after, follows: None })
                     }
                 }
             }
@@ -391,7 +391,7 @@ pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOu
     };
     Ok(match op {
         Op::Create { .. } => OpOutcome::Unchanged,
-        Op::Append { message, after } => {
+        Op::Append { message, after, follows } => {
             if v.message(&message.id)?.is_some() || v.tombstone(&message.id)?.is_some() {
                 return Ok(OpOutcome::Unchanged);
             }
@@ -399,11 +399,21 @@ pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOu
             if size > limits.max_message_bytes {
                 return Ok(too_big(format!("message {}", message.id), size));
             }
-            let index = match after {
-                Some(a) if head.last.as_ref() == Some(a) => head.len,
-                _ => insert_index(v, after.as_ref())?,
+            let place = |v: &mut V, a: Option<&MessageId>| match a {
+                Some(a) if head.last.as_ref() == Some(a) => Ok(head.len),
+                _ => insert_index(v, a),
             };
-            applied(Effect::Insert { index, after: after.clone(), message: message.clone() })
+            let mut index = place(v, after.as_ref())?;
+            let mut anchor = after;
+            // Never before the writer's own previous message.
+            if let Some(f) = follows.as_ref().filter(|f| Some(*f) != after.as_ref()) {
+                let behind = place(v, Some(f))?;
+                if behind > index {
+                    index = behind;
+                    anchor = follows;
+                }
+            }
+            applied(Effect::Insert { index, after: anchor.clone(), message: message.clone() })
         }
         Op::Edit { id, content, base } => match v.message(id)? {
             None => conflict(ConflictKind::EditDelete, Some(id), content.clone(), Value::Null),
@@ -534,7 +544,7 @@ mod tests {
     }
 
     fn append(d: &mut Doc, id: &str, after: Option<&str>) -> OpOutcome {
-        let op = Op::Append { message: msg(id), after: after.map(|a| MessageId::new(a).unwrap()) };
+        let op = Op::Append { message: msg(id), after: after.map(|a| MessageId::new(a).unwrap()), follows: None };
         d.apply(&op, &Limits::default())
     }
 
@@ -628,7 +638,7 @@ mod tests {
     fn oversized_messages_are_rejected_with_the_limit() {
         let mut d = doc(&[]);
         let limits = Limits { max_message_bytes: 10, ..Limits::default() };
-        let OpOutcome::Rejected { reason } = d.apply(&Op::Append { message: msg("big"), after: None }, &limits) else {
+        let OpOutcome::Rejected { reason } = d.apply(&Op::Append { message: msg("big"), after: None, follows: None }, &limits) else {
             panic!()
         };
         assert!(reason.contains("limit is 10 bytes"), "{reason}");

@@ -20,8 +20,16 @@ pub enum Op {
     /// Creates the thread; a no-op if it exists.
     Create { created: i64, env: Value },
     /// Appends a message after `after`, the message that preceded it where it
-    /// was written (None: it was the first). Placement rule: `merge::Doc::insert_index`.
-    Append { message: Arc<Message>, after: Option<MessageId> },
+    /// was written (None: it was the first), and after `follows`, the
+    /// writer's previous append to this thread if that is not yet confirmed
+    /// (its place in the writer's view was only a prediction). Placement
+    /// rule: `merge::insert_index`.
+    Append {
+        message: Arc<Message>,
+        after: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        follows: Option<MessageId>,
+    },
     Edit { id: MessageId, content: Value, base: ContentHash },
     Delete { id: MessageId, base: ContentHash },
     SetTitle { title: String, base: String },
@@ -84,7 +92,7 @@ pub fn diff(base: &Doc, local: &Thread) -> Vec<Op> {
     let mut prev = common.checked_sub(1).map(|i| local.messages[i].id.clone());
     for m in local_rest {
         match base.get(&m.id) {
-            None => appends.push(Op::Append { message: m.clone(), after: prev.clone() }),
+            None => appends.push(Op::Append { message: m.clone(), after: prev.clone(), follows: None }),
             Some(old) if old.content != m.content => {
                 ops.push(Op::Edit { id: m.id.clone(), content: m.content.clone(), base: ContentHash::of(&old.content) })
             }

@@ -275,7 +275,7 @@ impl Tracked {
         !self.pending.is_empty() || self.inflight.is_some() || self.snapshot.is_some()
     }
 
-    fn all_ops(&self) -> impl Iterator<Item = &PendingOp> {
+    fn all_ops(&self) -> impl DoubleEndedIterator<Item = &PendingOp> {
         self.acked
             .iter()
             .map(|(_, p)| p)
@@ -462,7 +462,7 @@ impl SyncEngine {
                     extra: Default::default(),
                 };
                 let after = t.local.thread.messages.last().map(|m| m.id.clone());
-                (id.clone(), vec![Op::Append { message: Arc::new(message), after }], Some(mid))
+                (id.clone(), vec![Op::Append { message: Arc::new(message), after, follows: None }], Some(mid))
             }
             (LocalOp::SetTitle { title }, Some(id)) => {
                 let base = self.threads[id].local.thread.title.clone();
@@ -822,7 +822,18 @@ impl SyncEngine {
 
     fn add_ops(&mut self, now: Time, id: &ThreadId, ops: Vec<Op>) {
         let t = self.threads.get_mut(id).expect("caller ensured the thread is tracked");
-        for op in ops {
+        // The writer's last append not yet confirmed: new appends follow it.
+        let mut last_own = t.all_ops().rev().find_map(|p| match &p.op {
+            Op::Append { message, .. } => Some(message.id.clone()),
+            _ => None,
+        });
+        for mut op in ops {
+            if let Op::Append { message, follows, .. } = &mut op {
+                if follows.is_none() {
+                    follows.clone_from(&last_own);
+                }
+                last_own = Some(message.id.clone());
+            }
             let (prior, prior_message) = prior_of(&t.local, &op);
             t.local.apply(&op, &self.cfg.limits);
             t.pending.push(PendingOp { op, seq: self.next_seq, prior, prior_message });

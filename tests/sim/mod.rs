@@ -395,13 +395,22 @@ impl Sim {
                     "server push from {} {:?}: {:?}",
                     body.client_id,
                     body.mutations.iter().map(|m| (m.id, m.thread_id.as_str(), m.ops.iter().map(|o| match o {
-                        threadsync::ops::Op::Append { message, .. } => format!("+{}", message.id),
+                        threadsync::ops::Op::Append { message, after, .. } => format!("+{}@{}", message.id, after.as_ref().map_or("-", |a| a.as_str())),
                         threadsync::ops::Op::Delete { id, .. } => format!("-{id}"),
                         threadsync::ops::Op::Edit { id, .. } => format!("~{id}"),
                         other => format!("{other:?}").chars().take(30).collect(),
                     }).collect::<Vec<_>>())).collect::<Vec<_>>(),
                     resp.results.iter().map(|r| r.status).collect::<Vec<_>>()
                 ));
+                if std::env::var("SIM_DEBUG_THREAD").is_ok() {
+                    let want = std::env::var("SIM_DEBUG_THREAD").unwrap();
+                    let line = self.store.threads(&self.team).find(|d| d.id().as_str() == want).map(|d| {
+                        format!("  server {want}: {:?}", d.seq.iter().map(|i| if d.deleted.contains(i) { format!("x{i}") } else { i.to_string() }).collect::<Vec<_>>())
+                    });
+                    if let Some(line) = line {
+                        self.trace(line);
+                    }
+                }
                 if !replay {
                     self.answer(c, epoch, req_id, Resp::Push(Ok(resp)), deadline);
                 }
