@@ -178,6 +178,11 @@ pub enum Action {
     WriteThread { thread: Thread, origin: Origin },
     /// Persist the server state of a thread (the base pending work is derived from).
     SaveBase { doc: Doc },
+    /// Persist a thread's changes that were sent but are not yet in its base,
+    /// before the push that carries them. After a crash they are sent again
+    /// (harmless: operations are idempotent), and a message deleted from the
+    /// file meanwhile is deleted rather than brought back.
+    SaveOutbox { thread_id: ThreadId, ops: Vec<Op> },
     /// Persist the pull cursor, after the bases it covers.
     SaveCursor { cursor: Option<Cursor> },
     SaveConflicts { conflicts: Vec<Conflict> },
@@ -213,11 +218,13 @@ pub enum Choice {
     Remote,
 }
 
-/// What survives a restart: the thread files, the saved bases, the cursor
-/// and the conflicts. Pending work is re-derived from the difference.
+/// What survives a restart: the thread files, the saved bases and outboxes,
+/// the cursor and the conflicts. Pending work is the outbox plus whatever
+/// the files hold beyond base + outbox.
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub bases: Vec<Doc>,
+    pub outboxes: Vec<(ThreadId, Vec<Op>)>,
     pub files: Vec<Thread>,
     pub cursor: Option<Cursor>,
     pub conflicts: Vec<Conflict>,
@@ -399,6 +406,10 @@ impl SyncEngine {
         };
         for base in restored.bases {
             e.threads.insert(base.id().clone(), Tracked::new(base));
+        }
+        for (id, ops) in restored.outboxes {
+            e.threads.entry(id.clone()).or_insert_with(|| Tracked::new(Doc::empty(id.clone())));
+            e.add_ops(now, &id, ops);
         }
         // Pending work is whatever the files hold beyond the saved bases.
         for file in restored.files {
@@ -844,6 +855,12 @@ impl SyncEngine {
         self.actions.push_back(updated(&t.local.thread, Origin::Local));
     }
 
+    fn save_outbox(&mut self, id: &ThreadId) {
+        let t = &self.threads[id];
+        let ops = t.acked.iter().map(|(_, p)| p).chain(t.inflight.iter().flat_map(|i| &i.ops)).map(|p| p.op.clone()).collect();
+        self.actions.push_back(Action::SaveOutbox { thread_id: id.clone(), ops });
+    }
+
     fn write_local(&mut self, id: &ThreadId, origin: Origin) {
         let t = &self.threads[id];
         let mut thread = t.local.thread.clone();
@@ -956,6 +973,7 @@ impl SyncEngine {
             lane.next_id += 1;
             lane.outstanding.push(Mutation { id: mutation, thread_id: id.clone(), ops: ops.iter().map(|p| p.op.clone()).collect() });
             t.inflight = Some(Inflight { mutation, ops });
+            self.save_outbox(&id);
         }
     }
 
@@ -1037,6 +1055,7 @@ impl SyncEngine {
             }
             // Dropping refused or conflicting changes can change what the user sees.
             self.rebase(now, &m.thread_id, Origin::Remote);
+            self.save_outbox(&m.thread_id);
         }
         if conflicts > 0 {
             self.actions.push_back(Action::SaveConflicts { conflicts: self.conflicts.clone() });
@@ -1049,7 +1068,7 @@ impl SyncEngine {
             let fresh = ulid::Ulid::from_parts(now.as_millis(), self.rng.random());
             lane.client = ClientId::new(format!("c-{fresh}{}", if li == BULK { "-bulk" } else { "" })).expect("valid");
             lane.next_id = 1;
-            for m in lane.outstanding.drain(..) {
+            for m in std::mem::take(&mut lane.outstanding) {
                 if let Some(t) = self.threads.get_mut(&m.thread_id) {
                     if let Some(i) = t.inflight.take() {
                         let mut ops = i.ops;
@@ -1057,6 +1076,7 @@ impl SyncEngine {
                         t.pending = ops;
                     }
                 }
+                self.save_outbox(&m.thread_id);
             }
             self.actions.push_back(Action::Warning("the server did not know our mutation ids; resending".into()));
         }
@@ -1113,6 +1133,7 @@ impl SyncEngine {
                 }
                 self.actions.push_back(Action::Rollback { thread_id: m.thread_id.clone(), reason: f.describe(), ops: m.ops });
                 self.rebase(now, &m.thread_id, Origin::Remote);
+                self.save_outbox(&m.thread_id);
             }
         }
     }
@@ -1170,6 +1191,7 @@ impl SyncEngine {
             // The file (with the new state) is written before the base, so a
             // crash in between re-derives idempotent operations, never deletes.
             self.actions.push_back(Action::SaveBase { doc: self.threads[id].base.clone() });
+            self.save_outbox(id);
         }
         if let Some(e) = broken {
             // Our copy disagrees with the log: start over from a snapshot.
