@@ -329,3 +329,202 @@ fn pull_log<T: Tx + ?Sized>(tx: &mut T, seq: u64, head: u64, lim: &PullLimits) -
     let up_to_date = cursor == Cursor::Log(head);
     Ok(PullResponse { snapshots: Vec::new(), changes, cursor, up_to_date })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::Message;
+    use crate::ops::Op;
+    use crate::server::memory::MemStore;
+    use crate::wire::Mutation;
+
+    fn team(s: &str) -> TeamId {
+        TeamId::new(s).unwrap()
+    }
+
+    fn tid(s: &str) -> ThreadId {
+        ThreadId::new(s).unwrap()
+    }
+
+    fn append(id: &str, after: Option<&str>, content: serde_json::Value) -> Op {
+        Op::Append {
+            message: Arc::new(Message {
+                id: MessageId::new(id).unwrap(),
+                role: "user".into(),
+                content,
+                timestamp: 0,
+                extra: Default::default(),
+            }),
+            after: after.map(|a| MessageId::new(a).unwrap()),
+            follows: None,
+        }
+    }
+
+    fn create() -> Op {
+        Op::Create { created: 1, env: json!({}) }
+    }
+
+    fn req(client: &str, muts: Vec<(u64, &str, Vec<Op>)>) -> PushRequest {
+        PushRequest {
+            client_id: ClientId::new(client).unwrap(),
+            mutations: muts.into_iter().map(|(id, t, ops)| Mutation { id, thread_id: tid(t), ops }).collect(),
+        }
+    }
+
+    fn statuses(r: &PushResponse) -> Vec<MutationStatus> {
+        r.results.iter().map(|r| r.status).collect()
+    }
+
+    fn messages(store: &mut MemStore, team: &TeamId, t: &str) -> Vec<String> {
+        store.tx(team).doc(&tid(t)).unwrap().map_or(vec![], |d| d.thread.messages.iter().map(|m| m.id.to_string()).collect())
+    }
+
+    #[test]
+    fn the_same_batch_three_times_leaves_one_copy() {
+        let mut store = MemStore::default();
+        let a = team("a");
+        let batch = req("c1", vec![(1, "T1", vec![create(), append("m1", None, json!("hi"))]), (2, "T1", vec![append("m2", Some("m1"), json!("yo"))])]);
+        let first = push(store.tx(&a), &batch, &Limits::default()).unwrap();
+        assert_eq!(statuses(&first), [MutationStatus::Applied, MutationStatus::Applied]);
+        for _ in 0..2 {
+            let again = push(store.tx(&a), &batch, &Limits::default()).unwrap();
+            assert_eq!(statuses(&again), [MutationStatus::Duplicate, MutationStatus::Duplicate]);
+            assert_eq!(again.results[1].version, first.results[1].version, "a duplicate reports the current version");
+        }
+        assert_eq!(messages(&mut store, &a, "T1"), ["m1", "m2"]);
+        assert_eq!(store.tx(&a).head_seq().unwrap(), 3, "one log entry per effect, none for replays");
+    }
+
+    #[test]
+    fn a_lost_response_retried_with_more_mutations_applies_only_the_new_ones() {
+        let mut store = MemStore::default();
+        let a = team("a");
+        let first = req("c1", vec![(1, "T1", vec![create(), append("m1", None, json!(1))])]);
+        push(store.tx(&a), &first, &Limits::default()).unwrap();
+        // The client never saw the answer; it resends mutation 1 with 2 after it.
+        let retry = req("c1", vec![(1, "T1", vec![create(), append("m1", None, json!(1))]), (2, "T1", vec![append("m2", Some("m1"), json!(2))])]);
+        let r = push(store.tx(&a), &retry, &Limits::default()).unwrap();
+        assert_eq!(statuses(&r), [MutationStatus::Duplicate, MutationStatus::Applied]);
+        assert_eq!(messages(&mut store, &a, "T1"), ["m1", "m2"]);
+    }
+
+    #[test]
+    fn gaps_are_refused_and_stop_the_push_there() {
+        let mut store = MemStore::default();
+        let a = team("a");
+        let r = push(store.tx(&a), &req("c1", vec![(2, "T1", vec![create()]), (3, "T1", vec![])]), &Limits::default()).unwrap();
+        assert_eq!(statuses(&r), [MutationStatus::Gap, MutationStatus::Gap]);
+        assert!(r.results[0].reason.as_deref().unwrap().contains("expected mutation 1"));
+        assert!(store.tx(&a).doc(&tid("T1")).unwrap().is_none(), "nothing applied");
+        assert_eq!(store.tx(&a).last_mutation(&ClientId::new("c1").unwrap()).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_rejected_item_does_not_block_the_items_after_it() {
+        let mut store = MemStore::default();
+        let a = team("a");
+        let limits = Limits { max_message_bytes: 10, ..Limits::default() };
+        let r = push(
+            store.tx(&a),
+            &req("c1", vec![
+                (1, "T1", vec![create(), append("big", None, json!("x".repeat(100))), append("ok", None, json!("s"))]),
+                (2, "T2", vec![append("orphan", None, json!("s"))]),
+                (3, "T3", vec![create(), append("fine", None, json!("s"))]),
+            ]),
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(statuses(&r), [MutationStatus::Rejected, MutationStatus::Rejected, MutationStatus::Applied]);
+        assert!(r.results[0].reason.as_deref().unwrap().contains("limit is 10 bytes"));
+        assert!(matches!(r.results[0].ops[2], OpOutcome::Applied { .. }), "the op after the refused one applied");
+        assert_eq!(messages(&mut store, &a, "T1"), ["ok"]);
+        assert_eq!(messages(&mut store, &a, "T3"), ["fine"]);
+    }
+
+    #[test]
+    fn teams_are_isolated_even_with_the_same_thread_id() {
+        let mut store = MemStore::default();
+        let (a, b) = (team("a"), team("b"));
+        push(store.tx(&a), &req("c1", vec![(1, "T1", vec![create(), append("secret", None, json!("a's"))])]), &Limits::default()).unwrap();
+        // Team b sees nothing of team a's thread...
+        assert!(store.tx(&b).doc(&tid("T1")).unwrap().is_none());
+        let pulled = pull(store.tx(&b), None, &PullLimits::default()).unwrap();
+        assert!(pulled.snapshots.is_empty() && pulled.changes.is_empty());
+        // ...and its push to the same id makes its own thread, leaving a's alone.
+        let r = push(store.tx(&b), &req("c1", vec![(1, "T1", vec![append("x", None, json!("b's"))])]), &Limits::default()).unwrap();
+        assert_eq!(statuses(&r), [MutationStatus::Rejected], "no such thread in team b");
+        assert_eq!(messages(&mut store, &a, "T1"), ["secret"]);
+    }
+
+    #[test]
+    fn pull_pages_deltas_and_marks_the_head() {
+        let mut store = MemStore::default();
+        let a = team("a");
+        let mut ops = vec![create()];
+        let mut prev: Option<String> = None;
+        for i in 0..5 {
+            let id = format!("m{i}");
+            ops.push(append(&id, prev.as_deref(), json!("x".repeat(1000))));
+            prev = Some(id);
+        }
+        push(store.tx(&a), &req("c1", vec![(1, "T1", ops)]), &Limits::default()).unwrap();
+        let lim = PullLimits { max_changes: 4, ..PullLimits::default() };
+        let first = pull(store.tx(&a), Some(&Cursor::Log(0)), &lim).unwrap();
+        assert_eq!(first.changes.len(), 4);
+        assert!(!first.up_to_date);
+        let second = pull(store.tx(&a), Some(&first.cursor), &lim).unwrap();
+        assert_eq!(second.changes.len(), 2);
+        assert!(second.up_to_date);
+        assert_eq!(second.cursor, Cursor::Log(6));
+        // Nothing new: an explicit up-to-date answer with the same cursor.
+        let idle = pull(store.tx(&a), Some(&second.cursor), &lim).unwrap();
+        assert!(idle.changes.is_empty() && idle.up_to_date && idle.cursor == Cursor::Log(6));
+        // A 1 KB append to a big thread costs about 1 KB, not the thread.
+        push(store.tx(&a), &req("c1", vec![(2, "T1", vec![append("new", Some("m4"), json!("y".repeat(1000)))])]), &Limits::default())
+            .unwrap();
+        let delta = pull(store.tx(&a), Some(&idle.cursor), &lim).unwrap();
+        let bytes = serde_json::to_vec(&delta).unwrap().len();
+        assert!(bytes < 1500, "delta pull is {bytes} bytes");
+    }
+
+    #[test]
+    fn a_byte_budget_limits_a_page_but_always_sends_one() {
+        let mut store = MemStore::default();
+        let a = team("a");
+        push(
+            store.tx(&a),
+            &req("c1", vec![(1, "T1", vec![create(), append("a", None, json!("x".repeat(5000))), append("b", Some("a"), json!("y"))])]),
+            &Limits::default(),
+        )
+        .unwrap();
+        let lim = PullLimits { max_bytes: 100, ..PullLimits::default() };
+        let p = pull(store.tx(&a), Some(&Cursor::Log(1)), &lim).unwrap();
+        assert_eq!(p.changes.len(), 1, "one oversized change still goes");
+    }
+
+    #[test]
+    fn compacted_or_future_cursors_ask_for_a_refetch_and_snapshots_page() {
+        let mut store = MemStore::default();
+        let a = team("a");
+        for (i, t) in ["T1", "T2", "T3"].iter().enumerate() {
+            push(store.tx(&a), &req("c1", vec![(i as u64 + 1, t, vec![create(), append("m", None, json!(t))])]), &Limits::default())
+                .unwrap();
+        }
+        store.compact(&a, 2);
+        assert!(matches!(pull(store.tx(&a), Some(&Cursor::Log(1)), &PullLimits::default()), Err(PullError::Refetch { .. })));
+        assert!(matches!(pull(store.tx(&a), Some(&Cursor::Log(99)), &PullLimits::default()), Err(PullError::Refetch { .. })));
+        // Start over from snapshots, two threads a page.
+        let lim = PullLimits { max_snapshots: 2, ..PullLimits::default() };
+        let p1 = pull(store.tx(&a), None, &lim).unwrap();
+        assert_eq!(p1.snapshots.iter().map(|d| d.id().to_string()).collect::<Vec<_>>(), ["T1", "T2"]);
+        assert!(!p1.up_to_date);
+        let p2 = pull(store.tx(&a), Some(&p1.cursor), &lim).unwrap();
+        assert_eq!(p2.snapshots.len(), 1);
+        assert_eq!(p2.cursor, Cursor::Log(6));
+        assert!(p2.up_to_date);
+    }
+}

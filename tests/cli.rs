@@ -1,0 +1,38 @@
+//! The real binary: `threadsync check` reads thread files as the sidecar does.
+
+use std::process::Command;
+
+fn threadsync() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_threadsync"))
+}
+
+#[test]
+fn version_and_help() {
+    let out = threadsync().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("threadsync "));
+    let out = threadsync().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("check"));
+}
+
+#[test]
+fn check_accepts_good_files_and_explains_bad_ones() {
+    let dir = std::env::temp_dir().join(format!("threadsync-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("T-1.json");
+    std::fs::write(&good, r#"{"id": "T-1", "title": "t", "messages": [{"role": "user", "content": "hi"}], "custom": 1}"#).unwrap();
+    let out = threadsync().arg("check").arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 messages"));
+
+    let half = dir.join("T-2.json");
+    std::fs::write(&half, r#"{"id": "T-2", "messages": [{"role": "us"#).unwrap();
+    let hostile = dir.join("..bad.json");
+    std::fs::write(&hostile, "{}").unwrap();
+    let out = threadsync().arg("check").arg(&good).arg(&half).arg(&hostile).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("T-2.json: not valid thread JSON"), "{text}");
+    assert!(text.contains("is not a thread id"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
