@@ -24,7 +24,7 @@ pub struct ThreadId(String);
 /// thread id: 1–128 printable ASCII characters without spaces or quotes.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct MessageId(String);
+pub struct MessageId(Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -71,12 +71,12 @@ impl MessageId {
     pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
         let s = s.into();
         check_id(&s, |c| matches!(c, '.' | ':' | '/' | '+' | '=' | '@'))?;
-        Ok(MessageId(s))
+        Ok(MessageId(s.into()))
     }
 
     /// A fresh, time-ordered message id (`m-` + ULID).
     pub fn generate(now_ms: u64, random: u128) -> Self {
-        MessageId(format!("m-{}", ulid::Ulid::from_parts(now_ms, random)))
+        MessageId(format!("m-{}", ulid::Ulid::from_parts(now_ms, random)).into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,7 +94,7 @@ macro_rules! id_impls {
         }
         impl From<$t> for String {
             fn from(id: $t) -> String {
-                id.0
+                id.0.to_string()
             }
         }
         impl fmt::Display for $t {
@@ -270,11 +270,11 @@ pub fn parse_thread_file(bytes: &[u8], expected: &ThreadId) -> Result<Thread, Fi
                 let key = derive_key(expected, &m.role, m.timestamp, &m.content);
                 let n = derived_count.entry(key).or_insert(0);
                 *n += 1;
-                MessageId(format!("m-d{:016x}{}", key, if *n > 1 { format!("-{n}") } else { String::new() }))
+                MessageId(format!("m-d{:016x}{}", key, if *n > 1 { format!("-{n}") } else { String::new() }).into())
             }
         };
         if !seen.insert(id.clone()) {
-            return Err(FileError::DuplicateMessageId(id.0));
+            return Err(FileError::DuplicateMessageId(id.0.to_string()));
         }
         messages.push(Arc::new(Message { id, role: m.role, content: m.content, timestamp: m.timestamp, extra: m.extra }));
     }

@@ -836,6 +836,11 @@ impl Sim {
             }
             let mut last: BTreeMap<&ThreadId, (usize, &MessageId)> = BTreeMap::new();
             for m in written {
+                // A message someone deleted can come back through a
+                // delete-edit conflict; its place then says nothing about order.
+                if self.deleted.contains(m) {
+                    continue;
+                }
                 if let Some((t, p)) = position.get(m) {
                     if let Some((prev, prev_id)) = last.get(t) {
                         if p < prev {
