@@ -66,7 +66,8 @@ pub struct EngineConfig {
     /// A mutation larger than this goes in the bulk lane, so that it never
     /// holds up small changes.
     pub bulk_threshold: usize,
-    /// A thread whose change the server asked to retry waits this long.
+    /// A thread whose change the server refused for good sends its next
+    /// changes only after this long (the seed's per-thread RETRY_BACKOFF).
     pub thread_backoff: Duration,
     pub poll: PollMode,
     /// Request timeout for pushes and probes (a long-poll adds its wait).
@@ -328,8 +329,16 @@ struct Ticket {
     thread: Option<ThreadId>,
     /// Operations up to this sequence must be on the server.
     upto: u64,
-    /// Once pushed: a pull started at or after this must finish.
-    pull_after: Option<Time>,
+    phase: TicketPhase,
+}
+
+#[derive(Debug, PartialEq)]
+enum TicketPhase {
+    /// Waiting for the ticket's changes to be answered by the server.
+    Pushing,
+    /// Waiting for a pull that started at or after this time to finish.
+    Pulling { since: Time },
+    Done,
 }
 
 pub struct SyncEngine {
@@ -518,7 +527,7 @@ impl SyncEngine {
         }
         let id = self.next_ticket;
         self.next_ticket += 1;
-        self.tickets.push(Ticket { id, thread: thread.clone(), upto: self.next_seq - 1, pull_after: None });
+        self.tickets.push(Ticket { id, thread: thread.clone(), upto: self.next_seq - 1, phase: TicketPhase::Pushing });
         // Bypass every wait.
         self.unauthorized = None;
         if let Connectivity::Offline { .. } = self.net {
@@ -619,8 +628,8 @@ impl SyncEngine {
                     self.last_sync = Some(now);
                     for t in self.tickets.iter_mut() {
                         // A pull that began after the ticket's pushes landed confirms it.
-                        if t.pull_after.is_some_and(|at| started >= at) {
-                            t.pull_after = Some(Time::ZERO);
+                        if matches!(t.phase, TicketPhase::Pulling { since } if started >= since) {
+                            t.phase = TicketPhase::Done;
                         }
                     }
                     self.pull.next_at = Some(match self.cfg.poll {
@@ -1045,6 +1054,10 @@ impl SyncEngine {
                     }
                     t.last_sync = Some(now);
                     if !refused.is_empty() {
+                        // Refused for good: hold this thread's next changes a
+                        // while, so an assistant rewriting the same refused
+                        // content does not turn into a push loop.
+                        t.backoff_until = Some(now + self.cfg.thread_backoff);
                         self.actions.push_back(Action::Rollback {
                             thread_id: m.thread_id.clone(),
                             reason: reasons.join("; "),
@@ -1130,6 +1143,7 @@ impl SyncEngine {
                 lane.retry_at = Some(now);
                 if let Some(t) = self.threads.get_mut(&m.thread_id) {
                     t.inflight = None;
+                    t.backoff_until = Some(now + self.cfg.thread_backoff);
                 }
                 self.actions.push_back(Action::Rollback { thread_id: m.thread_id.clone(), reason: f.describe(), ops: m.ops });
                 self.rebase(now, &m.thread_id, Origin::Remote);
@@ -1263,7 +1277,7 @@ impl SyncEngine {
         let mut need_pull = false;
         let mut done = Vec::new();
         for (i, ticket) in self.tickets.iter_mut().enumerate() {
-            if ticket.pull_after.is_none() {
+            if ticket.phase == TicketPhase::Pushing {
                 let waiting = self
                     .threads
                     .iter()
@@ -1274,10 +1288,10 @@ impl SyncEngine {
                             || t.inflight.as_ref().is_some_and(|i| i.ops.iter().any(|p| p.seq <= ticket.upto))
                     });
                 if !waiting {
-                    ticket.pull_after = Some(now);
+                    ticket.phase = TicketPhase::Pulling { since: now };
                     need_pull = true;
                 }
-            } else if ticket.pull_after == Some(Time::ZERO) {
+            } else if ticket.phase == TicketPhase::Done {
                 done.push(i);
             }
         }
