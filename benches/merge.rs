@@ -7,6 +7,7 @@
 //! - seed: the seed chapter's `mergeMessages` (common prefix, sort by
 //!   timestamp, dedup by a 50-character content prefix) on the same input;
 //! - clone: copying the thread once (a floor for "work grows with the thread").
+//!
 //! Ratios are reported against the seed baseline.
 
 use std::collections::HashSet;
@@ -56,7 +57,12 @@ fn setup() -> (Doc, Vec<Op>) {
 /// The seed's ConflictResolver.mergeMessages, transliterated.
 fn seed_merge(base: &[Arc<Message>], local: &[Arc<Message>], remote: &[Arc<Message>]) -> Vec<Arc<Message>> {
     let mut common = 0;
-    while common < base.len() && common < local.len() && common < remote.len() && base[common] == local[common] && base[common] == remote[common] {
+    while common < base.len()
+        && common < local.len()
+        && common < remote.len()
+        && base[common] == local[common]
+        && base[common] == remote[common]
+    {
         common += 1;
     }
     let mut merged = base[..common].to_vec();

@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use threadsync::model::{parse_thread_file, ThreadId};
+use threadsync::model::{ThreadId, parse_thread_file};
 
 #[derive(Parser)]
-#[command(name = "threadsync", version, about = "Keeps AI coding-assistant threads in sync across machines and teammates")]
+#[command(
+    name = "threadsync",
+    version,
+    about = "Keeps AI coding-assistant threads in sync across machines and teammates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{json_size, ContentHash, Message, MessageId, Thread, ThreadId};
-use crate::ops::{diff, Effect, Op};
+use crate::model::{ContentHash, Message, MessageId, Thread, ThreadId, json_size};
+use crate::ops::{Effect, Op, diff};
 
 /// Size limits the server enforces (and a client checks before it sends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,11 +150,17 @@ impl Conflict {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum OpOutcome {
-    Applied { effect: Effect },
+    Applied {
+        effect: Effect,
+    },
     /// Already so (a replayed append, an edit to the same content): nothing to do.
     Unchanged,
-    Conflict { conflict: ConflictInfo },
-    Rejected { reason: String },
+    Conflict {
+        conflict: ConflictInfo,
+    },
+    Rejected {
+        reason: String,
+    },
 }
 
 impl Doc {
@@ -593,12 +599,25 @@ mod tests {
         assert_eq!(
             out,
             OpOutcome::Conflict {
-                conflict: ConflictInfo { kind: ConflictKind::Title, message_id: None, local: json!("B"), remote: json!("A") }
+                conflict: ConflictInfo {
+                    kind: ConflictKind::Title,
+                    message_id: None,
+                    local: json!("B"),
+                    remote: json!("A")
+                }
             }
         );
         assert_eq!(d.thread.title, "A");
         // Choosing the local side wins on top of the current state.
-        let c = Conflict::new("c1".into(), d.id().clone(), match out { OpOutcome::Conflict { conflict } => conflict, _ => unreachable!() }, &doc(&[]));
+        let c = Conflict::new(
+            "c1".into(),
+            d.id().clone(),
+            match out {
+                OpOutcome::Conflict { conflict } => conflict,
+                _ => unreachable!(),
+            },
+            &doc(&[]),
+        );
         assert_eq!(c.base, json!("base"));
         let op = c.choose_local(&d).unwrap();
         assert!(matches!(d.apply(&op, &Limits::default()), OpOutcome::Applied { .. }));
@@ -638,7 +657,9 @@ mod tests {
     fn oversized_messages_are_rejected_with_the_limit() {
         let mut d = doc(&[]);
         let limits = Limits { max_message_bytes: 10, ..Limits::default() };
-        let OpOutcome::Rejected { reason } = d.apply(&Op::Append { message: msg("big"), after: None, follows: None }, &limits) else {
+        let OpOutcome::Rejected { reason } =
+            d.apply(&Op::Append { message: msg("big"), after: None, follows: None }, &limits)
+        else {
             panic!()
         };
         assert!(reason.contains("limit is 10 bytes"), "{reason}");

@@ -276,7 +276,13 @@ pub fn parse_thread_file(bytes: &[u8], expected: &ThreadId) -> Result<Thread, Fi
         if !seen.insert(id.clone()) {
             return Err(FileError::DuplicateMessageId(id.0.to_string()));
         }
-        messages.push(Arc::new(Message { id, role: m.role, content: m.content, timestamp: m.timestamp, extra: m.extra }));
+        messages.push(Arc::new(Message {
+            id,
+            role: m.role,
+            content: m.content,
+            timestamp: m.timestamp,
+            extra: m.extra,
+        }));
     }
     Ok(Thread {
         id: expected.clone(),
@@ -364,7 +370,10 @@ mod tests {
             {"id": "m", "role": "user", "content": "a"}, {"id": "m", "role": "user", "content": "b"}]});
         assert_eq!(parse_thread_file(dup.to_string().as_bytes(), &id), Err(FileError::DuplicateMessageId("m".into())));
         let bad = json!({"id": "T-1", "messages": [{"id": "a b", "role": "user", "content": "a"}]});
-        assert!(matches!(parse_thread_file(bad.to_string().as_bytes(), &id), Err(FileError::BadMessageId { index: 0, .. })));
+        assert!(matches!(
+            parse_thread_file(bad.to_string().as_bytes(), &id),
+            Err(FileError::BadMessageId { index: 0, .. })
+        ));
     }
 
     #[test]

@@ -12,13 +12,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::merge::Doc;
-use crate::model::{json_size, ContentHash, Message, MessageId, Thread};
+use crate::model::{ContentHash, Message, MessageId, Thread, json_size};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Op {
     /// Creates the thread; a no-op if it exists.
-    Create { created: i64, env: Value },
+    Create {
+        created: i64,
+        env: Value,
+    },
     /// Appends a message after `after`, the message that preceded it where it
     /// was written (None: it was the first), and after `follows`, the
     /// writer's previous append to this thread if that is not yet confirmed
@@ -30,10 +33,23 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         follows: Option<MessageId>,
     },
-    Edit { id: MessageId, content: Value, base: ContentHash },
-    Delete { id: MessageId, base: ContentHash },
-    SetTitle { title: String, base: String },
-    SetEnv { env: Value, base: ContentHash },
+    Edit {
+        id: MessageId,
+        content: Value,
+        base: ContentHash,
+    },
+    Delete {
+        id: MessageId,
+        base: ContentHash,
+    },
+    SetTitle {
+        title: String,
+        base: String,
+    },
+    SetEnv {
+        env: Value,
+        base: ContentHash,
+    },
 }
 
 impl Op {

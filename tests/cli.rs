@@ -20,7 +20,11 @@ fn check_accepts_good_files_and_explains_bad_ones() {
     let dir = std::env::temp_dir().join(format!("threadsync-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("T-1.json");
-    std::fs::write(&good, r#"{"id": "T-1", "title": "t", "messages": [{"role": "user", "content": "hi"}], "custom": 1}"#).unwrap();
+    std::fs::write(
+        &good,
+        r#"{"id": "T-1", "title": "t", "messages": [{"role": "user", "content": "hi"}], "custom": 1}"#,
+    )
+    .unwrap();
     let out = threadsync().arg("check").arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 messages"));

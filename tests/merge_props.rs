@@ -11,20 +11,34 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::json;
-use threadsync::merge::{merge, Doc, Limits, OpOutcome};
+use threadsync::merge::{Doc, Limits, OpOutcome, merge};
 use threadsync::model::{ContentHash, Message, MessageId, Thread, ThreadId};
 use threadsync::ops::Op;
 
 #[derive(Clone, Debug)]
 enum Step {
     /// Replica `r` appends `n` messages at the end of its view.
-    Append { r: usize, n: usize },
+    Append {
+        r: usize,
+        n: usize,
+    },
     /// Replica `r` edits the message at (pick % len) of its view.
-    Edit { r: usize, pick: usize },
-    Delete { r: usize, pick: usize },
-    Title { r: usize },
+    Edit {
+        r: usize,
+        pick: usize,
+    },
+    Delete {
+        r: usize,
+        pick: usize,
+    },
+    Title {
+        r: usize,
+    },
     /// Replica `r` sends its queued changes (possibly twice) and pulls.
-    Sync { r: usize, twice: bool },
+    Sync {
+        r: usize,
+        twice: bool,
+    },
 }
 
 fn step(replicas: usize) -> impl Strategy<Value = Step> {
@@ -76,7 +90,13 @@ fn run(base_len: usize, replicas: usize, steps: Vec<Step>) -> Result<(), TestCas
     let limits = Limits::default();
     let mut server = base_doc(base_len);
     let mut rs: Vec<Replica> = (0..replicas)
-        .map(|_| Replica { base: server.clone(), queue: vec![], view: server.clone(), runs: vec![vec![]], last_own: None })
+        .map(|_| Replica {
+            base: server.clone(),
+            queue: vec![],
+            view: server.clone(),
+            runs: vec![vec![]],
+            last_own: None,
+        })
         .collect();
     let mut appended: BTreeMap<MessageId, usize> = BTreeMap::new();
     let mut deleted: BTreeSet<MessageId> = BTreeSet::new();

@@ -13,7 +13,7 @@ use serde_json::json;
 use threadsync::engine::{PollMode, State};
 use threadsync::model::ThreadId;
 
-use sim::{config, thread_ids, Faults, Sim};
+use sim::{Faults, Sim, config, thread_ids};
 
 fn poll_mode(seed: u64) -> PollMode {
     match seed % 4 {
@@ -24,7 +24,7 @@ fn poll_mode(seed: u64) -> PollMode {
 }
 
 /// One seeded run: random clients, faults and workload, then heal and check.
-fn run_seed(seed: u64) -> Result<Sim, (String, Sim)> {
+fn run_seed(seed: u64) -> Result<Sim, Box<(String, Sim)>> {
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
     let clients = rng.random_range(2..=4);
     let faults = Faults::random(&mut rng);
@@ -40,11 +40,11 @@ fn run_seed(seed: u64) -> Result<Sim, (String, Sim)> {
     }
     sim.heal();
     if let Err(e) = sim.settle(Duration::from_secs(600)) {
-        return Err((e, sim));
+        return Err(Box::new((e, sim)));
     }
     match sim.check() {
         Ok(()) => Ok(sim),
-        Err(e) => Err((e, sim)),
+        Err(e) => Err(Box::new((e, sim))),
     }
 }
 
@@ -63,7 +63,7 @@ fn seeded_runs_with_faults_converge_without_loss_or_duplication() {
     for seed in 0..n {
         match run_seed(seed) {
             Ok(sim) => pushes += sim.pushes,
-            Err((e, sim)) => panic!("{}", report(seed, &e, &sim)),
+            Err(failed) => panic!("{}", report(seed, &failed.0, &failed.1)),
         }
     }
     assert!(pushes > n, "the workload must actually push ({pushes} pushes in {n} seeds)");
@@ -74,7 +74,7 @@ fn replay() {
     let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else { return };
     match run_seed(seed) {
         Ok(sim) => println!("seed {seed} passed; {} events\n{}", sim.log.len(), sim.log.join("\n")),
-        Err((e, sim)) => panic!("{}\nfull trace:\n{}", report(seed, &e, &sim), sim.log.join("\n")),
+        Err(failed) => panic!("{}\nfull trace:\n{}", report(seed, &failed.0, &failed.1), failed.1.log.join("\n")),
     }
 }
 

@@ -31,11 +31,7 @@ pub struct Debouncer<K: Ord + Clone> {
 
 impl<K: Ord + Clone> Debouncer<K> {
     pub fn new(quiet: Duration, max_wait: Duration) -> Self {
-        Self {
-            quiet,
-            max_wait,
-            waiting: BTreeMap::new(),
-        }
+        Self { quiet, max_wait, waiting: BTreeMap::new() }
     }
 
     pub fn touch(&mut self, now: Time, key: K) {
@@ -46,10 +42,7 @@ impl<K: Ord + Clone> Debouncer<K> {
                 // and make a key due before its true quiet period ended.
                 p.last = p.last.max(now);
             })
-            .or_insert(Pending {
-                first: now,
-                last: now,
-            });
+            .or_insert(Pending { first: now, last: now });
     }
 
     fn due_at(&self, p: &Pending) -> Time {
@@ -63,12 +56,7 @@ impl<K: Ord + Clone> Debouncer<K> {
 
     /// Removes and returns (in key order) all keys due at `now`.
     pub fn take_due(&mut self, now: Time) -> Vec<K> {
-        let due: Vec<K> = self
-            .waiting
-            .iter()
-            .filter(|(_, p)| self.due_at(p) <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<K> = self.waiting.iter().filter(|(_, p)| self.due_at(p) <= now).map(|(k, _)| k.clone()).collect();
         for k in &due {
             self.waiting.remove(k);
         }
@@ -111,11 +99,7 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last_emit: None,
-            trailing: false,
-        }
+        Self { interval, last_emit: None, trailing: false }
     }
 
     fn next_allowed(&self) -> Option<Time> {
@@ -142,11 +126,7 @@ impl Throttle {
     }
 
     pub fn deadline(&self) -> Option<Time> {
-        if self.trailing {
-            self.next_allowed()
-        } else {
-            None
-        }
+        if self.trailing { self.next_allowed() } else { None }
     }
 
     /// True if the trailing emission is due at `now` (it is then cleared and

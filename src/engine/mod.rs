@@ -31,8 +31,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::merge::{Conflict, ConflictInfo, Doc, Limits, OpOutcome};
-use crate::model::{json_size, Message, MessageId, Thread, ThreadId};
-use crate::ops::{diff, Op};
+use crate::model::{Message, MessageId, Thread, ThreadId, json_size};
+use crate::ops::{Op, diff};
 use crate::time::Time;
 use crate::wire::{ClientId, Cursor, Mutation, MutationStatus, PullResponse, PushRequest, PushResponse};
 
@@ -168,32 +168,71 @@ pub enum PullOutcome {
 /// What the engine asks the shell to do, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Push { req: ReqId, body: PushRequest, timeout: Duration },
+    Push {
+        req: ReqId,
+        body: PushRequest,
+        timeout: Duration,
+    },
     /// `wait`: let the server hold the request until something changes.
-    Pull { req: ReqId, cursor: Option<Cursor>, wait: Option<Duration>, timeout: Duration },
+    Pull {
+        req: ReqId,
+        cursor: Option<Cursor>,
+        wait: Option<Duration>,
+        timeout: Duration,
+    },
     /// Abandon a pull (a force sync wants a fresh one); its answer is ignored.
-    CancelPull { req: ReqId },
+    CancelPull {
+        req: ReqId,
+    },
     /// Connectivity check while offline (`GET /healthz`).
-    Probe { req: ReqId, timeout: Duration },
+    Probe {
+        req: ReqId,
+        timeout: Duration,
+    },
     /// Write the thread file (atomically), before any `SaveBase` after it.
-    WriteThread { thread: Thread, origin: Origin },
+    WriteThread {
+        thread: Thread,
+        origin: Origin,
+    },
     /// Persist the server state of a thread (the base pending work is derived from).
-    SaveBase { doc: Doc },
+    SaveBase {
+        doc: Doc,
+    },
     /// Persist a thread's changes that were sent but are not yet in its base,
     /// before the push that carries them. After a crash they are sent again
     /// (harmless: operations are idempotent), and a message deleted from the
     /// file meanwhile is deleted rather than brought back.
-    SaveOutbox { thread_id: ThreadId, ops: Vec<Op> },
+    SaveOutbox {
+        thread_id: ThreadId,
+        ops: Vec<Op>,
+    },
     /// Persist the pull cursor, after the bases it covers.
-    SaveCursor { cursor: Option<Cursor> },
-    SaveConflicts { conflicts: Vec<Conflict> },
+    SaveCursor {
+        cursor: Option<Cursor>,
+    },
+    SaveConflicts {
+        conflicts: Vec<Conflict>,
+    },
     Status(Status),
     ThreadStatus(ThreadStatus),
-    ThreadUpdated { thread_id: ThreadId, version: u64, title: String, message_count: usize, origin: Origin },
+    ThreadUpdated {
+        thread_id: ThreadId,
+        version: u64,
+        title: String,
+        message_count: usize,
+        origin: Origin,
+    },
     /// Changes the server refused for good, undone locally.
-    Rollback { thread_id: ThreadId, reason: String, ops: Vec<Op> },
+    Rollback {
+        thread_id: ThreadId,
+        reason: String,
+        ops: Vec<Op>,
+    },
     /// A force sync finished.
-    SyncDone { ticket: u64, result: Result<(), String> },
+    SyncDone {
+        ticket: u64,
+        result: Result<(), String>,
+    },
     /// Something worth a log line (slow sync, malformed answer).
     Warning(String),
 }
@@ -239,6 +278,9 @@ struct PendingOp {
     seq: u64,
     prior: Value,
     prior_message: Option<Arc<Message>>,
+    /// The server may already have applied it (restored from the outbox, or
+    /// sent under a client id the server forgot): never coalesced away.
+    maybe_sent: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -315,6 +357,8 @@ struct PullState {
     backoff: Backoff,
     /// The first full sync has finished.
     synced_once: bool,
+    /// The next pull must not be held (a force sync waits for it).
+    fresh: bool,
 }
 
 #[derive(Debug)]
@@ -337,7 +381,9 @@ enum TicketPhase {
     /// Waiting for the ticket's changes to be answered by the server.
     Pushing,
     /// Waiting for a pull that started at or after this time to finish.
-    Pulling { since: Time },
+    Pulling {
+        since: Time,
+    },
     Done,
 }
 
@@ -393,7 +439,13 @@ impl SyncEngine {
             rng,
             threads: BTreeMap::new(),
             cursor: restored.cursor,
-            pull: PullState { inflight: None, next_at: Some(now), backoff: Backoff::new(cfg.jitter), synced_once: false },
+            pull: PullState {
+                inflight: None,
+                next_at: Some(now),
+                backoff: Backoff::new(cfg.jitter),
+                synced_once: false,
+                fresh: false,
+            },
             net: Connectivity::Online,
             unauthorized: None,
             server_error: None,
@@ -419,6 +471,9 @@ impl SyncEngine {
         for (id, ops) in restored.outboxes {
             e.threads.entry(id.clone()).or_insert_with(|| Tracked::new(Doc::empty(id.clone())));
             e.add_ops(now, &id, ops);
+            for p in &mut e.threads.get_mut(&id).expect("just added").pending {
+                p.maybe_sent = true;
+            }
         }
         // Pending work is whatever the files hold beyond the saved bases.
         for file in restored.files {
@@ -613,13 +668,20 @@ impl SyncEngine {
         match outcome {
             PullOutcome::Ok(resp) => {
                 self.on_reachable(now);
+                self.server_error = None;
                 self.pull.backoff.reset();
                 let duration = now.saturating_since(started);
                 let bytes = resp.changes.iter().map(|c| 64 + effect_bytes(&c.effect)).sum::<usize>()
                     + resp.snapshots.iter().map(doc_bytes).sum::<usize>();
                 let items = resp.changes.len() + resp.snapshots.len();
                 if !waited {
-                    self.record(SyncSample { kind: SyncKind::Pull, duration, bytes: bytes as u64, items, conflicts: 0 });
+                    self.record(SyncSample {
+                        kind: SyncKind::Pull,
+                        duration,
+                        bytes: bytes as u64,
+                        items,
+                        conflicts: 0,
+                    });
                 }
                 let up_to_date = resp.up_to_date;
                 self.apply_pull(now, resp);
@@ -727,7 +789,9 @@ impl SyncEngine {
                         consider(self.pull.next_at);
                     }
                     // Threads in per-thread backoff become sendable later.
-                    consider(self.threads.values().filter(|t| !t.pending.is_empty()).filter_map(|t| t.backoff_until).min());
+                    consider(
+                        self.threads.values().filter(|t| !t.pending.is_empty()).filter_map(|t| t.backoff_until).min(),
+                    );
                 }
                 Connectivity::Offline { probe_at, probe: None, .. } => consider(Some(*probe_at)),
                 Connectivity::Offline { .. } => {}
@@ -856,7 +920,7 @@ impl SyncEngine {
             }
             let (prior, prior_message) = prior_of(&t.local, &op);
             t.local.apply(&op, &self.cfg.limits);
-            t.pending.push(PendingOp { op, seq: self.next_seq, prior, prior_message });
+            t.pending.push(PendingOp { op, seq: self.next_seq, prior, prior_message, maybe_sent: false });
             self.next_seq += 1;
         }
         self.poller.record_activity(now);
@@ -866,7 +930,13 @@ impl SyncEngine {
 
     fn save_outbox(&mut self, id: &ThreadId) {
         let t = &self.threads[id];
-        let ops = t.acked.iter().map(|(_, p)| p).chain(t.inflight.iter().flat_map(|i| &i.ops)).map(|p| p.op.clone()).collect();
+        let ops = t
+            .acked
+            .iter()
+            .map(|(_, p)| p)
+            .chain(t.inflight.iter().flat_map(|i| &i.ops))
+            .map(|p| p.op.clone())
+            .collect();
         self.actions.push_back(Action::SaveOutbox { thread_id: id.clone(), ops });
     }
 
@@ -923,6 +993,17 @@ impl SyncEngine {
             }
             return;
         }
+        // A thread whose backoff ended is sendable again.
+        let mut released = false;
+        for t in self.threads.values_mut() {
+            if t.backoff_until.is_some_and(|at| at <= now) {
+                t.backoff_until = None;
+                released |= !t.pending.is_empty();
+            }
+        }
+        if released {
+            self.schedule_batch(now);
+        }
         if self.batch_at.is_some_and(|at| at <= now) {
             self.batch_at = None;
             for li in [FAST, BULK] {
@@ -930,8 +1011,10 @@ impl SyncEngine {
                     self.compose(now, li);
                 }
             }
-            if self.has_sendable() {
-                // Left over (limits, busy lanes): the next window takes them.
+            // Left over because of batch limits: the next window takes them.
+            // (Changes waiting for a busy lane go when its push is answered.)
+            let idle_lane = self.lanes.iter().any(|l| l.inflight.is_none() && l.outstanding.is_empty());
+            if idle_lane && self.has_sendable() {
                 self.schedule_batch(now);
             }
         }
@@ -980,7 +1063,11 @@ impl SyncEngine {
             let ops = coalesce(std::mem::take(&mut t.pending));
             let mutation = lane.next_id;
             lane.next_id += 1;
-            lane.outstanding.push(Mutation { id: mutation, thread_id: id.clone(), ops: ops.iter().map(|p| p.op.clone()).collect() });
+            lane.outstanding.push(Mutation {
+                id: mutation,
+                thread_id: id.clone(),
+                ops: ops.iter().map(|p| p.op.clone()).collect(),
+            });
             t.inflight = Some(Inflight { mutation, ops });
             self.save_outbox(&id);
         }
@@ -1024,6 +1111,7 @@ impl SyncEngine {
                     gap = true;
                     // Back to the front of the queue, to go again under a new client id.
                     let mut ops = inflight.ops;
+                    ops.iter_mut().for_each(|p| p.maybe_sent = true);
                     ops.append(&mut t.pending);
                     t.pending = ops;
                 }
@@ -1085,6 +1173,7 @@ impl SyncEngine {
                 if let Some(t) = self.threads.get_mut(&m.thread_id) {
                     if let Some(i) = t.inflight.take() {
                         let mut ops = i.ops;
+                        ops.iter_mut().for_each(|p| p.maybe_sent = true);
                         ops.append(&mut t.pending);
                         t.pending = ops;
                     }
@@ -1145,7 +1234,11 @@ impl SyncEngine {
                     t.inflight = None;
                     t.backoff_until = Some(now + self.cfg.thread_backoff);
                 }
-                self.actions.push_back(Action::Rollback { thread_id: m.thread_id.clone(), reason: f.describe(), ops: m.ops });
+                self.actions.push_back(Action::Rollback {
+                    thread_id: m.thread_id.clone(),
+                    reason: f.describe(),
+                    ops: m.ops,
+                });
                 self.rebase(now, &m.thread_id, Origin::Remote);
                 self.save_outbox(&m.thread_id);
             }
@@ -1159,8 +1252,11 @@ impl SyncEngine {
         self.next_req += 1;
         // Hold the request only once the first full sync is done and the
         // server has nothing more for us right away.
+        let held = self.pull.synced_once
+            && !std::mem::take(&mut self.pull.fresh)
+            && matches!(self.cursor, Some(Cursor::Log(_)));
         let wait = match self.cfg.poll {
-            PollMode::LongPoll { wait } if self.pull.synced_once && matches!(self.cursor, Some(Cursor::Log(_))) => Some(wait),
+            PollMode::LongPoll { wait } if held => Some(wait),
             _ => None,
         };
         let timeout = self.cfg.request_timeout + wait.unwrap_or_default();
@@ -1181,7 +1277,10 @@ impl SyncEngine {
         }
         let mut broken = None;
         for c in resp.changes {
-            let t = self.threads.entry(c.thread_id.clone()).or_insert_with(|| Tracked::new(Doc::empty(c.thread_id.clone())));
+            let t = self
+                .threads
+                .entry(c.thread_id.clone())
+                .or_insert_with(|| Tracked::new(Doc::empty(c.thread_id.clone())));
             if c.version <= t.base.thread.v {
                 continue;
             }
@@ -1278,15 +1377,14 @@ impl SyncEngine {
         let mut done = Vec::new();
         for (i, ticket) in self.tickets.iter_mut().enumerate() {
             if ticket.phase == TicketPhase::Pushing {
-                let waiting = self
-                    .threads
-                    .iter()
-                    .filter(|(id, _)| ticket.thread.as_ref().is_none_or(|t| t == *id))
-                    .any(|(_, t)| {
-                        t.snapshot.is_some()
-                            || t.pending.iter().any(|p| p.seq <= ticket.upto)
-                            || t.inflight.as_ref().is_some_and(|i| i.ops.iter().any(|p| p.seq <= ticket.upto))
-                    });
+                let waiting =
+                    self.threads.iter().filter(|(id, _)| ticket.thread.as_ref().is_none_or(|t| t == *id)).any(
+                        |(_, t)| {
+                            t.snapshot.is_some()
+                                || t.pending.iter().any(|p| p.seq <= ticket.upto)
+                                || t.inflight.as_ref().is_some_and(|i| i.ops.iter().any(|p| p.seq <= ticket.upto))
+                        },
+                    );
                 if !waiting {
                     ticket.phase = TicketPhase::Pulling { since: now };
                     need_pull = true;
@@ -1300,6 +1398,7 @@ impl SyncEngine {
             self.actions.push_back(Action::SyncDone { ticket: t.id, result: Ok(()) });
         }
         if need_pull {
+            self.pull.fresh = true;
             // A held long-poll began before our changes; ask again now.
             match self.pull.inflight {
                 Some((req, started, true)) if started <= now => {
@@ -1347,7 +1446,8 @@ impl SyncEngine {
         let pending = self.threads.values().filter(|t| t.unsent_or_inflight()).count();
         let conflicts = self.conflicts.len();
         let online = matches!(self.net, Connectivity::Online);
-        let file_error = self.threads.values().find_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.base.thread.id)));
+        let file_error =
+            self.threads.values().find_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.base.thread.id)));
         let pushing = self.lanes.iter().any(|l| l.inflight.is_some());
         let pulling = self.pull.inflight.is_some_and(|(_, _, waited)| !waited);
         let (state, message) = if let Some(why) = &self.unauthorized {
@@ -1477,7 +1577,7 @@ fn coalesce(ops: Vec<PendingOp>) -> Vec<PendingOp> {
             Op::Edit { id, content, .. } => {
                 // Into an append of the same message, or an earlier edit of it
                 // (which keeps its base: the content before the batch).
-                let earlier = out.iter_mut().rev().find(|q| match &q.op {
+                let earlier = out.iter_mut().rev().filter(|q| !q.maybe_sent).find(|q| match &q.op {
                     Op::Append { message, .. } => &message.id == id,
                     Op::Edit { id: e, .. } => e == id,
                     _ => false,
@@ -1495,7 +1595,9 @@ fn coalesce(ops: Vec<PendingOp>) -> Vec<PendingOp> {
                 }
             }
             Op::Delete { id, .. } => {
-                let appended = out.iter().position(|q| matches!(&q.op, Op::Append { message, .. } if &message.id == id));
+                let appended = out
+                    .iter()
+                    .position(|q| !q.maybe_sent && matches!(&q.op, Op::Append { message, .. } if &message.id == id));
                 // Only when nothing queued after it was anchored to it.
                 let anchored = out.iter().any(|q| matches!(&q.op, Op::Append { after: Some(a), .. } if a == id));
                 if let (Some(i), false) = (appended, anchored) {
@@ -1509,3 +1611,6 @@ fn coalesce(ops: Vec<PendingOp>) -> Vec<PendingOp> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -164,10 +164,7 @@ impl PerfMonitor {
         let slow = if self.window.len() >= self.cfg.min_samples {
             self.p95()
                 .filter(|&p95| s.duration > p95 && s.duration > self.cfg.slow_floor)
-                .map(|p95| SlowSync {
-                    duration: s.duration,
-                    p95,
-                })
+                .map(|p95| SlowSync { duration: s.duration, p95 })
         } else {
             None
         };
@@ -235,14 +232,8 @@ impl PerfMonitor {
             .window
             .iter()
             .filter(|s| s.kind == SyncKind::Push)
-            .fold((0u64, 0u64), |(i, c), s| {
-                (i + s.items as u64, c + s.conflicts as u64)
-            });
-        if items == 0 {
-            0.0
-        } else {
-            conflicts as f64 / items as f64
-        }
+            .fold((0u64, 0u64), |(i, c), s| (i + s.items as u64, c + s.conflicts as u64));
+        if items == 0 { 0.0 } else { conflicts as f64 / items as f64 }
     }
 
     pub fn batch_limit(&self) -> usize {
@@ -270,11 +261,7 @@ impl PerfMonitor {
             slow_syncs: self.slow_syncs,
             batch_limit: self.batch_limit,
             byte_budget: self.byte_budget,
-            avg_batch_size: if self.pushes == 0 {
-                0.0
-            } else {
-                self.items_pushed as f64 / self.pushes as f64
-            },
+            avg_batch_size: if self.pushes == 0 { 0.0 } else { self.items_pushed as f64 / self.pushes as f64 },
         }
     }
 }
@@ -291,23 +278,11 @@ mod tests {
     }
 
     fn pull(d: u64) -> SyncSample {
-        SyncSample {
-            kind: SyncKind::Pull,
-            duration: ms(d),
-            bytes: 0,
-            items: 0,
-            conflicts: 0,
-        }
+        SyncSample { kind: SyncKind::Pull, duration: ms(d), bytes: 0, items: 0, conflicts: 0 }
     }
 
     fn push(d: u64, items: usize, bytes: u64) -> SyncSample {
-        SyncSample {
-            kind: SyncKind::Push,
-            duration: ms(d),
-            bytes,
-            items,
-            conflicts: 0,
-        }
+        SyncSample { kind: SyncKind::Push, duration: ms(d), bytes, items, conflicts: 0 }
     }
 
     #[test]
@@ -342,13 +317,7 @@ mod tests {
         // p95 of 1000..=1019 is the 19th smallest, 1018.
         assert_eq!(m.record(pull(1_018)), None, "equal to p95 is not slow");
         let slow = m.record(pull(5_000)).expect("outlier flagged");
-        assert_eq!(
-            slow,
-            SlowSync {
-                duration: ms(5_000),
-                p95: ms(1_018)
-            }
-        );
+        assert_eq!(slow, SlowSync { duration: ms(5_000), p95: ms(1_018) });
         assert_eq!(m.snapshot().slow_syncs, 1);
     }
 
@@ -422,19 +391,10 @@ mod tests {
     fn conflict_rate_counts_pushed_items_in_window() {
         let mut m = PerfMonitor::default();
         assert_eq!(m.conflict_rate(), 0.0);
-        m.record(SyncSample {
-            conflicts: 1,
-            ..push(100, 10, 0)
-        });
-        m.record(SyncSample {
-            conflicts: 3,
-            ..push(100, 10, 0)
-        });
+        m.record(SyncSample { conflicts: 1, ..push(100, 10, 0) });
+        m.record(SyncSample { conflicts: 3, ..push(100, 10, 0) });
         // Pull conflicts count in totals but not in the pushed-item rate.
-        m.record(SyncSample {
-            conflicts: 5,
-            ..pull(100)
-        });
+        m.record(SyncSample { conflicts: 5, ..pull(100) });
         assert_eq!(m.conflict_rate(), 0.2);
         let snap = m.snapshot();
         assert_eq!(snap.conflicts, 9);
@@ -443,10 +403,7 @@ mod tests {
 
     #[test]
     fn window_keeps_only_last_samples() {
-        let cfg = MonitorConfig {
-            window: 5,
-            ..MonitorConfig::default()
-        };
+        let cfg = MonitorConfig { window: 5, ..MonitorConfig::default() };
         let mut m = PerfMonitor::new(cfg);
         for d in [1000, 1000, 1000, 1, 2, 3, 4, 5] {
             m.record(pull(d));
@@ -455,19 +412,12 @@ mod tests {
         assert_eq!(m.p50(), Some(ms(3)));
         // Conflict rate also forgets old pushes.
         let mut m = PerfMonitor::new(cfg);
-        m.record(SyncSample {
-            conflicts: 10,
-            ..push(100, 10, 0)
-        });
+        m.record(SyncSample { conflicts: 10, ..push(100, 10, 0) });
         for _ in 0..5 {
             m.record(push(100, 10, 0));
         }
         assert_eq!(m.conflict_rate(), 0.0);
-        assert_eq!(
-            m.snapshot().conflicts,
-            10,
-            "lifetime totals are not windowed"
-        );
+        assert_eq!(m.snapshot().conflicts, 10, "lifetime totals are not windowed");
     }
 
     #[test]
@@ -475,17 +425,11 @@ mod tests {
         let mut m = PerfMonitor::default();
         m.record(push(100, 4, 1_000));
         m.record(push(100, 2, 500));
-        m.record(SyncSample {
-            bytes: 7_000,
-            ..pull(300)
-        });
+        m.record(SyncSample { bytes: 7_000, ..pull(300) });
         m.record_failure();
         let s = m.snapshot();
         assert_eq!((s.pushes, s.pulls, s.failures), (2, 1, 1));
-        assert_eq!(
-            (s.items_pushed, s.bytes_pushed, s.bytes_pulled),
-            (6, 1_500, 7_000)
-        );
+        assert_eq!((s.items_pushed, s.bytes_pushed, s.bytes_pulled), (6, 1_500, 7_000));
         assert_eq!(s.avg_batch_size, 3.0);
         assert_eq!(s.batch_limit, 50);
         assert_eq!(PerfMonitor::default().snapshot().avg_batch_size, 0.0);

@@ -34,13 +34,7 @@ impl Default for AdaptivePoller {
 impl AdaptivePoller {
     /// A `max` below `base` is raised to `base`, so the clamp range is never empty.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max: max.max(base),
-            activity: 0.0,
-            updated: Time::ZERO,
-            queue_depth: 0,
-        }
+        Self { base, max: max.max(base), activity: 0.0, updated: Time::ZERO, queue_depth: 0 }
     }
 
     /// User activity (a local change): activity level += 10, capped at 100.

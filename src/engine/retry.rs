@@ -29,11 +29,7 @@ pub const DEFAULT_JITTER: f64 = 0.25;
 pub enum Failure {
     Network(String),
     Timeout,
-    Http {
-        status: u16,
-        retry_after: Option<Duration>,
-        message: String,
-    },
+    Http { status: u16, retry_after: Option<Duration>, message: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,14 +49,10 @@ impl Failure {
     pub fn class(&self) -> FailureClass {
         match self {
             Failure::Network(_) | Failure::Timeout => FailureClass::Retryable { retry_after: None },
-            Failure::Http {
-                status,
-                retry_after,
-                ..
-            } => match status {
-                408 | 429 | 500..=599 => FailureClass::Retryable {
-                    retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
-                },
+            Failure::Http { status, retry_after, .. } => match status {
+                408 | 429 | 500..=599 => {
+                    FailureClass::Retryable { retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)) }
+                }
                 401 | 403 => FailureClass::Unauthorized,
                 _ => FailureClass::Permanent,
             },
@@ -82,9 +74,7 @@ impl Failure {
                 m => format!("server unreachable: {m}"),
             },
             Failure::Timeout => "request timed out".to_owned(),
-            Failure::Http {
-                status, message, ..
-            } => match one_line(message) {
+            Failure::Http { status, message, .. } => match one_line(message) {
                 m if m.is_empty() => format!("HTTP {status}"),
                 m => format!("HTTP {status}: {m}"),
             },
@@ -120,15 +110,8 @@ impl Backoff {
     /// `jitter` is clamped to [0, 1] (NaN counts as 0) so a delay can never
     /// go negative.
     pub fn new(jitter: f64) -> Self {
-        let jitter = if jitter.is_nan() {
-            0.0
-        } else {
-            jitter.clamp(0.0, 1.0)
-        };
-        Self {
-            jitter,
-            attempts: 0,
-        }
+        let jitter = if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 1.0) };
+        Self { jitter, attempts: 0 }
     }
 
     pub fn attempts(&self) -> u32 {
@@ -144,11 +127,7 @@ impl Backoff {
     /// [1 - jitter, 1 + jitter] drawn from `rng`; if `retry_after` is Some,
     /// the delay is max(that (capped at MAX_RETRY_AFTER), the jittered delay).
     /// Delays are whole milliseconds, the resolution of `Time`.
-    pub fn next_delay<R: rand::Rng + ?Sized>(
-        &mut self,
-        rng: &mut R,
-        retry_after: Option<Duration>,
-    ) -> Duration {
+    pub fn next_delay<R: rand::Rng + ?Sized>(&mut self, rng: &mut R, retry_after: Option<Duration>) -> Duration {
         let idx = (self.attempts as usize).min(RETRY_DELAYS.len() - 1);
         self.attempts = self.attempts.saturating_add(1);
         // Always draw, even with zero jitter, so the RNG stream consumed per
@@ -175,11 +154,7 @@ mod tests {
     }
 
     fn http(status: u16) -> Failure {
-        Failure::Http {
-            status,
-            retry_after: None,
-            message: String::new(),
-        }
+        Failure::Http { status, retry_after: None, message: String::new() }
     }
 
     fn within(d: Duration, base: Duration, jitter: f64) -> bool {
@@ -230,9 +205,7 @@ mod tests {
         let run = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut b = Backoff::default();
-            (0..8)
-                .map(|_| b.next_delay(&mut rng, None))
-                .collect::<Vec<_>>()
+            (0..8).map(|_| b.next_delay(&mut rng, None)).collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -299,28 +272,10 @@ mod tests {
 
     #[test]
     fn class_carries_capped_retry_after() {
-        let f = Failure::Http {
-            status: 429,
-            retry_after: Some(secs(90)),
-            message: String::new(),
-        };
-        assert_eq!(
-            f.class(),
-            FailureClass::Retryable {
-                retry_after: Some(secs(90))
-            }
-        );
-        let f = Failure::Http {
-            status: 503,
-            retry_after: Some(secs(1 << 30)),
-            message: String::new(),
-        };
-        assert_eq!(
-            f.class(),
-            FailureClass::Retryable {
-                retry_after: Some(MAX_RETRY_AFTER)
-            }
-        );
+        let f = Failure::Http { status: 429, retry_after: Some(secs(90)), message: String::new() };
+        assert_eq!(f.class(), FailureClass::Retryable { retry_after: Some(secs(90)) });
+        let f = Failure::Http { status: 503, retry_after: Some(secs(1 << 30)), message: String::new() };
+        assert_eq!(f.class(), FailureClass::Retryable { retry_after: Some(MAX_RETRY_AFTER) });
     }
 
     #[test]
@@ -333,28 +288,14 @@ mod tests {
 
     #[test]
     fn describe_is_one_line() {
-        assert_eq!(
-            Failure::Network("connection refused".into()).describe(),
-            "server unreachable: connection refused"
-        );
-        assert_eq!(
-            Failure::Network(String::new()).describe(),
-            "server unreachable"
-        );
+        assert_eq!(Failure::Network("connection refused".into()).describe(), "server unreachable: connection refused");
+        assert_eq!(Failure::Network(String::new()).describe(), "server unreachable");
         assert_eq!(Failure::Timeout.describe(), "request timed out");
-        let f = Failure::Http {
-            status: 503,
-            retry_after: None,
-            message: "overloaded".into(),
-        };
+        let f = Failure::Http { status: 503, retry_after: None, message: "overloaded".into() };
         assert_eq!(f.describe(), "HTTP 503: overloaded");
         assert_eq!(f.to_string(), "HTTP 503: overloaded");
         assert_eq!(http(404).describe(), "HTTP 404");
-        let f = Failure::Http {
-            status: 500,
-            retry_after: None,
-            message: "boom\n  at line 3\n".into(),
-        };
+        let f = Failure::Http { status: 500, retry_after: None, message: "boom\n  at line 3\n".into() };
         assert_eq!(f.describe(), "HTTP 500: boom at line 3");
     }
 }

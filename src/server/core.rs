@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::merge::{decide, Doc, Head, Limits, Located, OpOutcome, ThreadView};
-use crate::model::{json_size, IdError, MessageId, ThreadId};
+use crate::merge::{Doc, Head, Limits, Located, OpOutcome, ThreadView, decide};
+use crate::model::{IdError, MessageId, ThreadId, json_size};
 use crate::ops::Effect;
 use crate::wire::{Change, ClientId, Cursor, MutationResult, MutationStatus, PullResponse, PushRequest, PushResponse};
 
@@ -221,7 +221,14 @@ pub fn push<T: Tx + ?Sized>(tx: &mut T, req: &PushRequest, limits: &Limits) -> R
         }
         let version = view.version()?;
         last = m.id;
-        results.push(MutationResult { id: m.id, thread_id: m.thread_id.clone(), status, version, ops: outcomes, reason });
+        results.push(MutationResult {
+            id: m.id,
+            thread_id: m.thread_id.clone(),
+            status,
+            version,
+            ops: outcomes,
+            reason,
+        });
     }
     if last != start {
         tx.set_last_mutation(client, last)?;
@@ -277,7 +284,10 @@ pub fn pull<T: Tx + ?Sized>(tx: &mut T, cursor: Option<&Cursor>, lim: &PullLimit
         Some(Cursor::Log(seq)) => return pull_log(tx, *seq, head, lim),
         Some(Cursor::Snapshot { head: h, after }) => {
             if *h > head {
-                return Err(PullError::Refetch { cursor: cursor.unwrap().to_string(), why: "it is ahead of the log".into() });
+                return Err(PullError::Refetch {
+                    cursor: cursor.unwrap().to_string(),
+                    why: "it is ahead of the log".into(),
+                });
             }
             (*h, after.as_ref())
         }
@@ -311,7 +321,10 @@ fn pull_log<T: Tx + ?Sized>(tx: &mut T, seq: u64, head: u64, lim: &PullLimits) -
     }
     let floor = tx.log_floor()?;
     if seq < floor {
-        return Err(PullError::Refetch { cursor: seq.to_string(), why: format!("changes up to {floor} were compacted") });
+        return Err(PullError::Refetch {
+            cursor: seq.to_string(),
+            why: format!("changes up to {floor} were compacted"),
+        });
     }
     let mut changes = tx.changes_since(seq, lim.max_changes.max(1))?;
     let mut bytes = 0;
@@ -380,14 +393,24 @@ mod tests {
     }
 
     fn messages(store: &mut MemStore, team: &TeamId, t: &str) -> Vec<String> {
-        store.tx(team).doc(&tid(t)).unwrap().map_or(vec![], |d| d.thread.messages.iter().map(|m| m.id.to_string()).collect())
+        store
+            .tx(team)
+            .doc(&tid(t))
+            .unwrap()
+            .map_or(vec![], |d| d.thread.messages.iter().map(|m| m.id.to_string()).collect())
     }
 
     #[test]
     fn the_same_batch_three_times_leaves_one_copy() {
         let mut store = MemStore::default();
         let a = team("a");
-        let batch = req("c1", vec![(1, "T1", vec![create(), append("m1", None, json!("hi"))]), (2, "T1", vec![append("m2", Some("m1"), json!("yo"))])]);
+        let batch = req(
+            "c1",
+            vec![
+                (1, "T1", vec![create(), append("m1", None, json!("hi"))]),
+                (2, "T1", vec![append("m2", Some("m1"), json!("yo"))]),
+            ],
+        );
         let first = push(store.tx(&a), &batch, &Limits::default()).unwrap();
         assert_eq!(statuses(&first), [MutationStatus::Applied, MutationStatus::Applied]);
         for _ in 0..2 {
@@ -406,7 +429,13 @@ mod tests {
         let first = req("c1", vec![(1, "T1", vec![create(), append("m1", None, json!(1))])]);
         push(store.tx(&a), &first, &Limits::default()).unwrap();
         // The client never saw the answer; it resends mutation 1 with 2 after it.
-        let retry = req("c1", vec![(1, "T1", vec![create(), append("m1", None, json!(1))]), (2, "T1", vec![append("m2", Some("m1"), json!(2))])]);
+        let retry = req(
+            "c1",
+            vec![
+                (1, "T1", vec![create(), append("m1", None, json!(1))]),
+                (2, "T1", vec![append("m2", Some("m1"), json!(2))]),
+            ],
+        );
         let r = push(store.tx(&a), &retry, &Limits::default()).unwrap();
         assert_eq!(statuses(&r), [MutationStatus::Duplicate, MutationStatus::Applied]);
         assert_eq!(messages(&mut store, &a, "T1"), ["m1", "m2"]);
@@ -416,7 +445,8 @@ mod tests {
     fn gaps_are_refused_and_stop_the_push_there() {
         let mut store = MemStore::default();
         let a = team("a");
-        let r = push(store.tx(&a), &req("c1", vec![(2, "T1", vec![create()]), (3, "T1", vec![])]), &Limits::default()).unwrap();
+        let r = push(store.tx(&a), &req("c1", vec![(2, "T1", vec![create()]), (3, "T1", vec![])]), &Limits::default())
+            .unwrap();
         assert_eq!(statuses(&r), [MutationStatus::Gap, MutationStatus::Gap]);
         assert!(r.results[0].reason.as_deref().unwrap().contains("expected mutation 1"));
         assert!(store.tx(&a).doc(&tid("T1")).unwrap().is_none(), "nothing applied");
@@ -430,11 +460,18 @@ mod tests {
         let limits = Limits { max_message_bytes: 10, ..Limits::default() };
         let r = push(
             store.tx(&a),
-            &req("c1", vec![
-                (1, "T1", vec![create(), append("big", None, json!("x".repeat(100))), append("ok", None, json!("s"))]),
-                (2, "T2", vec![append("orphan", None, json!("s"))]),
-                (3, "T3", vec![create(), append("fine", None, json!("s"))]),
-            ]),
+            &req(
+                "c1",
+                vec![
+                    (
+                        1,
+                        "T1",
+                        vec![create(), append("big", None, json!("x".repeat(100))), append("ok", None, json!("s"))],
+                    ),
+                    (2, "T2", vec![append("orphan", None, json!("s"))]),
+                    (3, "T3", vec![create(), append("fine", None, json!("s"))]),
+                ],
+            ),
             &limits,
         )
         .unwrap();
@@ -449,13 +486,20 @@ mod tests {
     fn teams_are_isolated_even_with_the_same_thread_id() {
         let mut store = MemStore::default();
         let (a, b) = (team("a"), team("b"));
-        push(store.tx(&a), &req("c1", vec![(1, "T1", vec![create(), append("secret", None, json!("a's"))])]), &Limits::default()).unwrap();
+        push(
+            store.tx(&a),
+            &req("c1", vec![(1, "T1", vec![create(), append("secret", None, json!("a's"))])]),
+            &Limits::default(),
+        )
+        .unwrap();
         // Team b sees nothing of team a's thread...
         assert!(store.tx(&b).doc(&tid("T1")).unwrap().is_none());
         let pulled = pull(store.tx(&b), None, &PullLimits::default()).unwrap();
         assert!(pulled.snapshots.is_empty() && pulled.changes.is_empty());
         // ...and its push to the same id makes its own thread, leaving a's alone.
-        let r = push(store.tx(&b), &req("c1", vec![(1, "T1", vec![append("x", None, json!("b's"))])]), &Limits::default()).unwrap();
+        let r =
+            push(store.tx(&b), &req("c1", vec![(1, "T1", vec![append("x", None, json!("b's"))])]), &Limits::default())
+                .unwrap();
         assert_eq!(statuses(&r), [MutationStatus::Rejected], "no such thread in team b");
         assert_eq!(messages(&mut store, &a, "T1"), ["secret"]);
     }
@@ -484,8 +528,12 @@ mod tests {
         let idle = pull(store.tx(&a), Some(&second.cursor), &lim).unwrap();
         assert!(idle.changes.is_empty() && idle.up_to_date && idle.cursor == Cursor::Log(6));
         // A 1 KB append to a big thread costs about 1 KB, not the thread.
-        push(store.tx(&a), &req("c1", vec![(2, "T1", vec![append("new", Some("m4"), json!("y".repeat(1000)))])]), &Limits::default())
-            .unwrap();
+        push(
+            store.tx(&a),
+            &req("c1", vec![(2, "T1", vec![append("new", Some("m4"), json!("y".repeat(1000)))])]),
+            &Limits::default(),
+        )
+        .unwrap();
         let delta = pull(store.tx(&a), Some(&idle.cursor), &lim).unwrap();
         let bytes = serde_json::to_vec(&delta).unwrap().len();
         assert!(bytes < 1500, "delta pull is {bytes} bytes");
@@ -497,7 +545,14 @@ mod tests {
         let a = team("a");
         push(
             store.tx(&a),
-            &req("c1", vec![(1, "T1", vec![create(), append("a", None, json!("x".repeat(5000))), append("b", Some("a"), json!("y"))])]),
+            &req(
+                "c1",
+                vec![(
+                    1,
+                    "T1",
+                    vec![create(), append("a", None, json!("x".repeat(5000))), append("b", Some("a"), json!("y"))],
+                )],
+            ),
             &Limits::default(),
         )
         .unwrap();
@@ -511,12 +566,22 @@ mod tests {
         let mut store = MemStore::default();
         let a = team("a");
         for (i, t) in ["T1", "T2", "T3"].iter().enumerate() {
-            push(store.tx(&a), &req("c1", vec![(i as u64 + 1, t, vec![create(), append("m", None, json!(t))])]), &Limits::default())
-                .unwrap();
+            push(
+                store.tx(&a),
+                &req("c1", vec![(i as u64 + 1, t, vec![create(), append("m", None, json!(t))])]),
+                &Limits::default(),
+            )
+            .unwrap();
         }
         store.compact(&a, 2);
-        assert!(matches!(pull(store.tx(&a), Some(&Cursor::Log(1)), &PullLimits::default()), Err(PullError::Refetch { .. })));
-        assert!(matches!(pull(store.tx(&a), Some(&Cursor::Log(99)), &PullLimits::default()), Err(PullError::Refetch { .. })));
+        assert!(matches!(
+            pull(store.tx(&a), Some(&Cursor::Log(1)), &PullLimits::default()),
+            Err(PullError::Refetch { .. })
+        ));
+        assert!(matches!(
+            pull(store.tx(&a), Some(&Cursor::Log(99)), &PullLimits::default()),
+            Err(PullError::Refetch { .. })
+        ));
         // Start over from snapshots, two threads a page.
         let lim = PullLimits { max_snapshots: 2, ..PullLimits::default() };
         let p1 = pull(store.tx(&a), None, &lim).unwrap();

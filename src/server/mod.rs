@@ -7,4 +7,4 @@
 pub mod core;
 pub mod memory;
 
-pub use self::core::{pull, push, PullError, PullLimits, StoreError, TeamId, Tx};
+pub use self::core::{PullError, PullLimits, StoreError, TeamId, Tx, pull, push};

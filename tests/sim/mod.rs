@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use threadsync::engine::retry::Failure;
 use threadsync::engine::{Action, EngineConfig, LocalOp, PollMode, PullOutcome, ReqId, Restored, SyncEngine};
@@ -93,12 +93,28 @@ enum Resp {
 
 enum Event {
     /// A request reaches the server.
-    Arrive { client: usize, epoch: u64, req_id: ReqId, req: Req, deadline: Time, replay: bool },
+    Arrive {
+        client: usize,
+        epoch: u64,
+        req_id: ReqId,
+        req: Req,
+        deadline: Time,
+        replay: bool,
+    },
     /// An answer (or the client's own timeout) reaches a client.
-    Answer { client: usize, epoch: u64, req_id: ReqId, resp: Resp },
+    Answer {
+        client: usize,
+        epoch: u64,
+        req_id: ReqId,
+        resp: Resp,
+    },
     ServerUp,
-    ClientRestart { client: usize },
-    Heal { client: usize },
+    ClientRestart {
+        client: usize,
+    },
+    Heal {
+        client: usize,
+    },
 }
 
 /// What one client has on disk.
@@ -265,15 +281,20 @@ impl Sim {
     fn perform(&mut self, c: usize, action: Action) {
         let epoch = self.clients[c].epoch;
         match &action {
-            Action::Push { req, body, .. } => self.trace(format!("client {c} push #{req} {:?}", body.mutations.iter().map(|m| m.id).collect::<Vec<_>>())),
-            Action::Pull { req, cursor, wait, .. } => self.trace(format!("client {c} pull #{req} from {cursor:?} wait {wait:?}")),
+            Action::Push { req, body, .. } => self
+                .trace(format!("client {c} push #{req} {:?}", body.mutations.iter().map(|m| m.id).collect::<Vec<_>>())),
+            Action::Pull { req, cursor, wait, .. } => {
+                self.trace(format!("client {c} pull #{req} from {cursor:?} wait {wait:?}"))
+            }
             Action::Probe { req, .. } => self.trace(format!("client {c} probe #{req}")),
             Action::CancelPull { req } => self.trace(format!("client {c} cancels #{req}")),
             _ => {}
         }
         match action {
             Action::Push { req, body, timeout } => self.send(c, epoch, req, Req::Push(body), timeout),
-            Action::Pull { req, cursor, wait, timeout } => self.send(c, epoch, req, Req::Pull { cursor, wait }, timeout),
+            Action::Pull { req, cursor, wait, timeout } => {
+                self.send(c, epoch, req, Req::Pull { cursor, wait }, timeout)
+            }
             Action::Probe { req, timeout } => self.send(c, epoch, req, Req::Probe, timeout),
             Action::CancelPull { req } => {
                 self.clients[c].cancelled.insert(req);
@@ -340,7 +361,11 @@ impl Sim {
                 return;
             }
             if self.rng.random_bool(self.faults.too_many) {
-                let f = Failure::Http { status: 429, retry_after: Some(Duration::from_secs(3)), message: "slow down".into() };
+                let f = Failure::Http {
+                    status: 429,
+                    retry_after: Some(Duration::from_secs(3)),
+                    message: "slow down".into(),
+                };
                 let at = self.now + self.delay();
                 self.schedule(at, Event::Answer { client: c, epoch, req_id, resp: fail(f, &req) });
                 return;
@@ -408,18 +433,35 @@ impl Sim {
                 self.trace(format!(
                     "server push from {} {:?}: {:?}",
                     body.client_id,
-                    body.mutations.iter().map(|m| (m.id, m.thread_id.as_str(), m.ops.iter().map(|o| match o {
-                        threadsync::ops::Op::Append { message, after, .. } => format!("+{}@{}", message.id, after.as_ref().map_or("-", |a| a.as_str())),
-                        threadsync::ops::Op::Delete { id, .. } => format!("-{id}"),
-                        threadsync::ops::Op::Edit { id, .. } => format!("~{id}"),
-                        other => format!("{other:?}").chars().take(30).collect(),
-                    }).collect::<Vec<_>>())).collect::<Vec<_>>(),
+                    body.mutations
+                        .iter()
+                        .map(|m| (
+                            m.id,
+                            m.thread_id.as_str(),
+                            m.ops
+                                .iter()
+                                .map(|o| match o {
+                                    threadsync::ops::Op::Append { message, after, .. } =>
+                                        format!("+{}@{}", message.id, after.as_ref().map_or("-", |a| a.as_str())),
+                                    threadsync::ops::Op::Delete { id, .. } => format!("-{id}"),
+                                    threadsync::ops::Op::Edit { id, .. } => format!("~{id}"),
+                                    other => format!("{other:?}").chars().take(30).collect(),
+                                })
+                                .collect::<Vec<_>>()
+                        ))
+                        .collect::<Vec<_>>(),
                     resp.results.iter().map(|r| r.status).collect::<Vec<_>>()
                 ));
                 if std::env::var("SIM_DEBUG_THREAD").is_ok() {
                     let want = std::env::var("SIM_DEBUG_THREAD").unwrap();
                     let line = self.store.threads(&self.team).find(|d| d.id().as_str() == want).map(|d| {
-                        format!("  server {want}: {:?}", d.seq.iter().map(|i| if d.deleted.contains(i) { format!("x{i}") } else { i.to_string() }).collect::<Vec<_>>())
+                        format!(
+                            "  server {want}: {:?}",
+                            d.seq
+                                .iter()
+                                .map(|i| if d.deleted.contains(i) { format!("x{i}") } else { i.to_string() })
+                                .collect::<Vec<_>>()
+                        )
                     });
                     if let Some(line) = line {
                         self.trace(line);
@@ -473,7 +515,9 @@ impl Sim {
         let now = self.now;
         let what = match &resp {
             Resp::Push(Ok(_)) | Resp::Probe(Ok(_)) => "ok".to_string(),
-            Resp::Pull(PullOutcome::Ok(r)) => format!("ok {} changes to {}", r.changes.len() + r.snapshots.len(), r.cursor),
+            Resp::Pull(PullOutcome::Ok(r)) => {
+                format!("ok {} changes to {}", r.changes.len() + r.snapshots.len(), r.cursor)
+            }
             Resp::Pull(PullOutcome::Refetch) => "refetch".into(),
             Resp::Push(Err(f)) | Resp::Probe(Err(f)) | Resp::Pull(PullOutcome::Failed(f)) => f.describe(),
         };
@@ -562,7 +606,9 @@ impl Sim {
                 let at = self.now + Duration::from_millis(self.rng.random_range(1_000..60_000));
                 self.schedule(at, Event::Heal { client: c });
             }
-            if self.clients[c].engine.is_some() && self.rng.random_bool((self.faults.client_crash_rate * elapsed).min(1.0)) {
+            if self.clients[c].engine.is_some()
+                && self.rng.random_bool((self.faults.client_crash_rate * elapsed).min(1.0))
+            {
                 self.crash_client(c);
             }
         }
@@ -735,7 +781,13 @@ impl Sim {
                 let id = MessageId::new(format!("f-{text}")).unwrap();
                 self.written_by.entry(c).or_default().push(id.clone());
                 self.must_survive.insert(id.clone(), (c, self.now.as_millis()));
-                f.messages.push(Arc::new(Message { id, role: "user".into(), content: json!(text), timestamp: 1, extra: Default::default() }));
+                f.messages.push(Arc::new(Message {
+                    id,
+                    role: "user".into(),
+                    content: json!(text),
+                    timestamp: 1,
+                    extra: Default::default(),
+                }));
                 self.file_edit(c, f);
             }
             _ => {}
@@ -763,7 +815,9 @@ impl Sim {
     fn settled(&mut self) -> bool {
         let head = Cursor::Log(server::Tx::head_seq(self.store.tx(&self.team)).unwrap());
         self.clients.iter().all(|c| {
-            c.engine.as_ref().is_some_and(|e| e.is_idle() && e.cursor() == Some(&head) && e.pending_threads().is_empty())
+            c.engine
+                .as_ref()
+                .is_some_and(|e| e.is_idle() && e.cursor() == Some(&head) && e.pending_threads().is_empty())
         })
     }
 
@@ -772,13 +826,15 @@ impl Sim {
         let mut s = format!("server head {head}; ");
         for (i, c) in self.clients.iter().enumerate() {
             match &c.engine {
-                Some(e) => s += &format!(
-                    "client {i}: idle={} cursor={:?} pending={:?} status={:?}; ",
-                    e.is_idle(),
-                    e.cursor(),
-                    e.pending_threads(),
-                    e.status()
-                ),
+                Some(e) => {
+                    s += &format!(
+                        "client {i}: idle={} cursor={:?} pending={:?} status={:?}; ",
+                        e.is_idle(),
+                        e.cursor(),
+                        e.pending_threads(),
+                        e.status()
+                    )
+                }
                 None => s += &format!("client {i}: down; "),
             }
         }
@@ -787,7 +843,8 @@ impl Sim {
 
     /// The invariants every run must end with.
     pub fn check(&mut self) -> Result<(), String> {
-        let server: BTreeMap<ThreadId, Doc> = self.store.threads(&self.team).map(|d| (d.id().clone(), d.clone())).collect();
+        let server: BTreeMap<ThreadId, Doc> =
+            self.store.threads(&self.team).map(|d| (d.id().clone(), d.clone())).collect();
         // Converged: every client's view and file equal the server's.
         for (i, c) in self.clients.iter().enumerate() {
             let e = c.engine.as_ref().ok_or(format!("client {i} is down"))?;
@@ -806,7 +863,11 @@ impl Sim {
                             t.title,
                             t.messages.iter().map(|m| (m.id.as_str(), m.content.to_string())).collect::<Vec<_>>(),
                             doc.thread.title,
-                            doc.thread.messages.iter().map(|m| (m.id.as_str(), m.content.to_string())).collect::<Vec<_>>(),
+                            doc.thread
+                                .messages
+                                .iter()
+                                .map(|m| (m.id.as_str(), m.content.to_string()))
+                                .collect::<Vec<_>>(),
                         ));
                     }
                 }
