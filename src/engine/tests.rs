@@ -977,7 +977,7 @@ fn a_thread_held_after_a_refusal_does_not_make_the_engine_spin_while_the_lane_is
     h.append(&a, json!("retry"));
     h.append(&b, json!("slow"));
     let (_, slow, body) = h.next_push(secs(1));
-    assert_eq!(mutations(&body).iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), [b.clone()]);
+    assert_eq!(mutations(&body).iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), std::slice::from_ref(&b));
     // Past the end of the backoff, with the push still out: every deadline
     // the engine names must be in the future once it has handled `now`.
     let end = refused_at + h.cfg.thread_backoff + secs(2);
@@ -1038,7 +1038,7 @@ fn a_413_on_a_batch_finds_and_rolls_back_only_the_offending_mutation() {
         .into_iter()
         .map(|(_, id)| id)
         .collect();
-    assert_eq!(rolled, [b.clone()]);
+    assert_eq!(rolled, std::slice::from_ref(&b));
     h.run_for(secs(1));
     assert_eq!(contents(&h.server_doc(&a).unwrap().thread), [json!("for a")]);
     assert!(contents(&h.server_doc(&b).unwrap().thread).is_empty());
@@ -1082,7 +1082,7 @@ fn an_item_the_server_rejects_is_rolled_back_and_the_rest_of_the_push_applies() 
     assert!(matches!(&ops[..], [Op::Append { message, .. }] if message.id == big), "{ops:?}");
 
     let local = h.engine.thread(&id).unwrap();
-    assert_eq!(local.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), [small.clone()]);
+    assert_eq!(local.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(&small));
     assert_eq!(local.title, "renamed");
     let file = h.disk.files.get(&id).unwrap();
     assert!(file.position(&big).is_none() && file.position(&small).is_some() && file.title == "renamed");
