@@ -180,6 +180,11 @@ impl Doc {
         Doc { thread, after, seq, deleted: HashSet::new() }
     }
 
+    /// Approximate bytes on the wire, for page budgets and metrics.
+    pub fn size(&self) -> usize {
+        256 + self.thread.messages.iter().map(|m| 64 + json_size(&m.content)).sum::<usize>()
+    }
+
     pub fn exists(&self) -> bool {
         self.thread.v > 0
     }

@@ -84,6 +84,60 @@ impl MessageId {
     }
 }
 
+/// Declares a newtype id with the thread-id alphabet (`[A-Za-z0-9_-]{1,128}`):
+/// validated on construction and deserialisation.
+macro_rules! plain_id {
+    ($(#[$doc:meta])* $t:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $t(String);
+
+        impl $t {
+            pub fn new(s: impl Into<String>) -> Result<Self, $crate::model::IdError> {
+                let s = s.into();
+                $crate::model::check_plain_id(&s)?;
+                Ok($t(s))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = $crate::model::IdError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                $t::new(s)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(id: $t) -> String {
+                id.0
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+    };
+}
+pub(crate) use plain_id;
+
+/// Checks the thread-id alphabet.
+pub(crate) fn check_plain_id(s: &str) -> Result<(), IdError> {
+    check_id(s, |_| false)
+}
+
 macro_rules! id_impls {
     ($t:ty) => {
         impl TryFrom<String> for $t {

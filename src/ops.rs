@@ -76,6 +76,19 @@ pub enum Effect {
     Env { env: Value },
 }
 
+impl Effect {
+    /// Approximate bytes on the wire, for page budgets and metrics.
+    pub fn size(&self) -> usize {
+        64 + match self {
+            Effect::Insert { message, .. } => json_size(&message.content),
+            Effect::Edit { content, .. } => json_size(content),
+            Effect::Create { env, .. } | Effect::Env { env } => json_size(env),
+            Effect::Title { title } => title.len(),
+            Effect::Delete { .. } => 0,
+        }
+    }
+}
+
 /// The operations that turn `base` into `local`.
 ///
 /// Only what the model can express is derived: new messages become appends

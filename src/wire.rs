@@ -7,45 +7,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::merge::{Doc, OpOutcome};
-use crate::model::{IdError, ThreadId};
+use crate::model::ThreadId;
 use crate::ops::{Effect, Op};
 
-/// Names a client for exactly-once delivery: the server remembers the last
-/// mutation id it applied per client id. Same alphabet as thread ids.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ClientId(String);
-
-impl ClientId {
-    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
-        // Reuse the thread-id alphabet: client ids land in logs and keys.
-        let t = ThreadId::new(s)?;
-        Ok(ClientId(t.as_str().to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for ClientId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        ClientId::new(s)
-    }
-}
-
-impl From<ClientId> for String {
-    fn from(c: ClientId) -> String {
-        c.0
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::model::plain_id!(
+    /// Names a client for exactly-once delivery: the server remembers the
+    /// last mutation id it applied per client id.
+    ClientId
+);
 
 /// One client's change to one thread. Mutation ids of a client increase by
 /// one from 1; the server applies each exactly once.

@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::merge::{Conflict, ConflictInfo, Doc, Limits, OpOutcome};
-use crate::model::{Message, MessageId, Thread, ThreadId, json_size};
+use crate::model::{Message, MessageId, Thread, ThreadId};
 use crate::ops::{Op, diff};
 use crate::time::Time;
 use crate::wire::{ClientId, Cursor, Mutation, MutationStatus, PullResponse, PushRequest, PushResponse};
@@ -671,8 +671,8 @@ impl SyncEngine {
                 self.server_error = None;
                 self.pull.backoff.reset();
                 let duration = now.saturating_since(started);
-                let bytes = resp.changes.iter().map(|c| 64 + effect_bytes(&c.effect)).sum::<usize>()
-                    + resp.snapshots.iter().map(doc_bytes).sum::<usize>();
+                let bytes = resp.changes.iter().map(|c| c.effect.size()).sum::<usize>()
+                    + resp.snapshots.iter().map(Doc::size).sum::<usize>();
                 let items = resp.changes.len() + resp.snapshots.len();
                 if !waited {
                     self.record(SyncSample {
@@ -1533,21 +1533,6 @@ fn make_conflict(rng: &mut ChaCha8Rng, now: Time, thread: &ThreadId, info: Confl
         remote: info.remote,
         base_message: p.prior_message.clone(),
     }
-}
-
-fn effect_bytes(e: &crate::ops::Effect) -> usize {
-    use crate::ops::Effect;
-    match e {
-        Effect::Insert { message, .. } => json_size(&message.content),
-        Effect::Edit { content, .. } => json_size(content),
-        Effect::Create { env, .. } | Effect::Env { env } => json_size(env),
-        Effect::Title { title } => title.len(),
-        Effect::Delete { .. } => 0,
-    }
-}
-
-fn doc_bytes(d: &Doc) -> usize {
-    d.thread.messages.iter().map(|m| 64 + json_size(&m.content)).sum()
 }
 
 /// Merges a thread's queued operations into fewer: repeated title or env

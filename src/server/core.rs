@@ -2,47 +2,15 @@
 //! one team. The caller commits the transaction after a successful call, so
 //! a mutation's effects and the record that it was applied land together.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
 use crate::merge::{Doc, Head, Limits, Located, OpOutcome, ThreadView, decide};
-use crate::model::{IdError, MessageId, ThreadId, json_size};
+use crate::model::{MessageId, ThreadId};
 use crate::ops::Effect;
 use crate::wire::{Change, ClientId, Cursor, MutationResult, MutationStatus, PullResponse, PushRequest, PushResponse};
 
-/// A team: every read and write is scoped by one. Same alphabet as thread ids.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TeamId(String);
-
-impl TeamId {
-    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
-        Ok(TeamId(ThreadId::new(s)?.as_str().to_string()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for TeamId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        TeamId::new(s)
-    }
-}
-
-impl From<TeamId> for String {
-    fn from(t: TeamId) -> String {
-        t.0
-    }
-}
-
-impl fmt::Display for TeamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::model::plain_id!(
+    /// A team: every read and write is scoped by one.
+    TeamId
+);
 
 /// A storage failure. The HTTP layer logs it and answers 500 (or 503 when
 /// `transient`), never passing the details to the client.
@@ -262,20 +230,6 @@ pub enum PullError {
     Store(#[from] StoreError),
 }
 
-fn effect_size(e: &Effect) -> usize {
-    64 + match e {
-        Effect::Insert { message, .. } => json_size(&message.content),
-        Effect::Edit { content, .. } => json_size(content),
-        Effect::Create { env, .. } | Effect::Env { env } => json_size(env),
-        Effect::Title { title } => title.len(),
-        Effect::Delete { .. } => 0,
-    }
-}
-
-fn doc_size(d: &Doc) -> usize {
-    d.thread.messages.iter().map(|m| 64 + json_size(&m.content)).sum::<usize>() + 256
-}
-
 /// Changes since `cursor` (deltas only), or whole threads when there is no
 /// cursor (first sync) or a snapshot is being paged.
 pub fn pull<T: Tx + ?Sized>(tx: &mut T, cursor: Option<&Cursor>, lim: &PullLimits) -> Result<PullResponse, PullError> {
@@ -299,7 +253,7 @@ pub fn pull<T: Tx + ?Sized>(tx: &mut T, cursor: Option<&Cursor>, lim: &PullLimit
     let keep = docs
         .iter()
         .take_while(|d| {
-            bytes += doc_size(d);
+            bytes += d.size();
             bytes <= lim.max_bytes
         })
         .count()
@@ -331,7 +285,7 @@ fn pull_log<T: Tx + ?Sized>(tx: &mut T, seq: u64, head: u64, lim: &PullLimits) -
     let keep = changes
         .iter()
         .take_while(|c| {
-            bytes += effect_size(&c.effect);
+            bytes += c.effect.size();
             bytes <= lim.max_bytes
         })
         .count()
