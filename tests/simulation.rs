@@ -151,6 +151,7 @@ fn thousand_messages_sync_fast() {
     let rate = 1000.0 / secs;
     let other = sim.clients[1].engine.as_ref().unwrap().thread(&t).unwrap();
     assert_eq!(other.messages.len(), 1000);
+    println!("1,000 messages synced in {secs:.2} s of virtual time: {rate:.0} messages/s, {} pushes", sim.pushes);
     assert!(rate > 100.0, "throughput {rate:.0} messages/s");
     assert!(sim.pushes < 200, "batched: {} pushes for 1000 messages", sim.pushes);
     sim.check().unwrap();
