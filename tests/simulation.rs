@@ -136,6 +136,7 @@ fn thousand_messages_sync_fast() {
     let mut faults = Faults::none();
     faults.delay = (5, 20);
     let mut sim = Sim::new(3, 2, faults, config(PollMode::LongPoll { wait: Duration::from_secs(25) }));
+    sim.pull_limits = threadsync::server::PullLimits::default();
     let t = sim.sidecar_create(0, "perf").unwrap();
     sim.settle(Duration::from_secs(30)).unwrap();
     let start = sim.now;
@@ -146,7 +147,13 @@ fn thousand_messages_sync_fast() {
             sim.run_until(until);
         }
     }
-    sim.settle(Duration::from_secs(120)).unwrap();
+    // Step finely so that the time measured is when it settled.
+    let deadline = sim.now + Duration::from_secs(120);
+    while !sim.settled() && sim.now < deadline {
+        let until = sim.now + Duration::from_millis(10);
+        sim.run_until(until);
+    }
+    sim.settle(Duration::from_secs(1)).unwrap();
     let secs = sim.now.saturating_since(start).as_secs_f64();
     let rate = 1000.0 / secs;
     let other = sim.clients[1].engine.as_ref().unwrap().thread(&t).unwrap();

@@ -153,6 +153,8 @@ pub struct Sim {
     pub store: MemStore,
     pub team: TeamId,
     pub limits: Limits,
+    /// Small by default, so that seeded runs exercise paging.
+    pub pull_limits: PullLimits,
     server_up: bool,
     pub clients: Vec<Client>,
     queue: BinaryHeap<Reverse<(Time, u64)>>,
@@ -189,6 +191,7 @@ impl Sim {
             store: MemStore::default(),
             team: TeamId::new("team").unwrap(),
             limits: Limits { max_message_bytes: 4096, ..Limits::default() },
+            pull_limits: PullLimits { max_changes: 7, max_snapshots: 2, max_bytes: 6000 },
             server_up: true,
             clients: Vec::new(),
             queue: BinaryHeap::new(),
@@ -404,8 +407,7 @@ impl Sim {
             let team = self.team.clone();
             self.store.compact(&team, 3);
         }
-        let lim = PullLimits { max_changes: 7, max_snapshots: 2, max_bytes: 6000 };
-        match server::pull(self.store.tx(&self.team), cursor, &lim) {
+        match server::pull(self.store.tx(&self.team), cursor, &self.pull_limits) {
             Ok(r) => PullOutcome::Ok(r),
             Err(PullError::Refetch { .. }) => PullOutcome::Refetch,
             Err(PullError::Store(e)) => panic!("memory store failed: {e}"),
@@ -812,7 +814,7 @@ impl Sim {
         }
     }
 
-    fn settled(&mut self) -> bool {
+    pub fn settled(&mut self) -> bool {
         let head = Cursor::Log(server::Tx::head_seq(self.store.tx(&self.team)).unwrap());
         self.clients.iter().all(|c| {
             c.engine
