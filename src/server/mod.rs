@@ -1,10 +1,14 @@
-//! The server's decisions, as plain code over a storage transaction.
+//! The sync server.
 //!
-//! `core` applies pushes exactly once and answers pulls from the team's change
-//! log; `memory` is the in-memory store the simulator uses. The HTTP shell and
-//! the SQL stores call the same `core` functions.
+//! `core` makes the decisions (push exactly once, pull from the change log)
+//! over a `Tx`; `memory`, `sql` (+ `sqlite`, `postgres`) store; `store` is
+//! the seam the HTTP layer sees.
 
 pub mod core;
 pub mod memory;
+pub mod postgres;
+pub mod sql;
+pub mod sqlite;
+pub mod store;
 
 pub use self::core::{PullError, PullLimits, StoreError, TeamId, Tx, pull, push};

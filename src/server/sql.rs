@@ -1,0 +1,538 @@
+//! The server's storage in SQL, written once for SQLite and PostgreSQL.
+//!
+//! [`SqlTx`] implements [`Tx`] over a minimal [`Conn`] (run a statement with
+//! values, get rows of values), so the two databases share every query; the
+//! backends (`sqlite.rs`, `postgres.rs`) only bind values, manage
+//! connections and transactions, and say how their placeholders look.
+//!
+//! Layout: a message row keeps its place (`pos`, counting tombstones), its
+//! anchor and its JSON; deleting sets `deleted`. The change log stores each
+//! effect without the message body, which a pull joins from `messages`: a
+//! message is stored once however often it is pulled.
+
+use std::sync::Arc;
+
+use crate::merge::{Doc, Head, Located};
+use crate::model::{Message, MessageId, Thread, ThreadId};
+use crate::ops::Effect;
+use crate::server::core::{StoreError, TeamId, Tx};
+use crate::wire::{Change, ClientId};
+
+/// A value crossing into or out of SQL. Integers are 64-bit everywhere.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Val {
+    pub fn int(&self) -> Result<i64, StoreError> {
+        match self {
+            Val::Int(i) => Ok(*i),
+            other => Err(StoreError::new(format!("expected an integer, got {other:?}"))),
+        }
+    }
+
+    pub fn text(self) -> Result<String, StoreError> {
+        match self {
+            Val::Text(s) => Ok(s),
+            other => Err(StoreError::new(format!("expected text, got {other:?}"))),
+        }
+    }
+
+    pub fn opt_text(self) -> Result<Option<String>, StoreError> {
+        match self {
+            Val::Null => Ok(None),
+            v => v.text().map(Some),
+        }
+    }
+}
+
+impl From<&str> for Val {
+    fn from(s: &str) -> Val {
+        Val::Text(s.to_string())
+    }
+}
+
+impl From<String> for Val {
+    fn from(s: String) -> Val {
+        Val::Text(s)
+    }
+}
+
+impl From<u64> for Val {
+    fn from(i: u64) -> Val {
+        Val::Int(i as i64)
+    }
+}
+
+impl From<usize> for Val {
+    fn from(i: usize) -> Val {
+        Val::Int(i as i64)
+    }
+}
+
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(v: Option<T>) -> Val {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+
+/// One open transaction of a backend. SQL uses `?1`, `?2`, … placeholders.
+pub trait Conn {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError>;
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError>;
+}
+
+/// The schema, in the dialect both databases accept.
+pub const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS teams (
+        team TEXT PRIMARY KEY,
+        head_seq BIGINT NOT NULL DEFAULT 0,
+        floor_seq BIGINT NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS tokens (
+        id TEXT PRIMARY KEY,
+        team TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created BIGINT NOT NULL,
+        revoked BIGINT)",
+    "CREATE TABLE IF NOT EXISTS clients (
+        team TEXT NOT NULL,
+        client TEXT NOT NULL,
+        last_mutation BIGINT NOT NULL,
+        PRIMARY KEY (team, client))",
+    "CREATE TABLE IF NOT EXISTS threads (
+        team TEXT NOT NULL,
+        thread TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        created BIGINT NOT NULL,
+        title TEXT NOT NULL,
+        env TEXT NOT NULL,
+        len BIGINT NOT NULL,
+        last_id TEXT,
+        PRIMARY KEY (team, thread))",
+    "CREATE TABLE IF NOT EXISTS messages (
+        team TEXT NOT NULL,
+        thread TEXT NOT NULL,
+        id TEXT NOT NULL,
+        pos BIGINT NOT NULL,
+        after TEXT,
+        deleted BIGINT NOT NULL DEFAULT 0,
+        body TEXT NOT NULL,
+        PRIMARY KEY (team, thread, id))",
+    "CREATE INDEX IF NOT EXISTS messages_by_pos ON messages (team, thread, pos)",
+    "CREATE TABLE IF NOT EXISTS changes (
+        team TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        thread TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        effect TEXT NOT NULL,
+        msg_id TEXT,
+        PRIMARY KEY (team, seq))",
+];
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::new(format!("stored JSON is unreadable: {e}"))
+}
+
+/// [`Tx`] over any [`Conn`]. The team's log head is read once and written
+/// back by [`SqlTx::finish`], inside the same transaction.
+pub struct SqlTx<'c, C: Conn + ?Sized> {
+    pub conn: &'c mut C,
+    team: String,
+    head: Option<(u64, u64)>,
+    dirty: bool,
+}
+
+impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
+    pub fn new(conn: &'c mut C, team: &TeamId) -> Self {
+        SqlTx { conn, team: team.as_str().to_string(), head: None, dirty: false }
+    }
+
+    fn team(&self) -> Val {
+        Val::Text(self.team.clone())
+    }
+
+    /// (head, floor) of the team's log.
+    fn log(&mut self) -> Result<(u64, u64), StoreError> {
+        if let Some(h) = self.head {
+            return Ok(h);
+        }
+        let rows = self.conn.query("SELECT head_seq, floor_seq FROM teams WHERE team = ?1", &[self.team()])?;
+        let h = match rows.first() {
+            Some(r) => (r[0].int()? as u64, r[1].int()? as u64),
+            None => (0, 0),
+        };
+        self.head = Some(h);
+        Ok(h)
+    }
+
+    /// Writes the log head back. Returns the new head if anything changed.
+    pub fn finish(mut self) -> Result<Option<u64>, StoreError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let (head, _) = self.log()?;
+        self.conn.exec(
+            "INSERT INTO teams (team, head_seq) VALUES (?1, ?2)
+             ON CONFLICT (team) DO UPDATE SET head_seq = excluded.head_seq",
+            &[self.team(), head.into()],
+        )?;
+        Ok(Some(head))
+    }
+
+    fn rows(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError> {
+        self.conn.query(sql, params)
+    }
+
+    fn message_row(&mut self, t: &ThreadId, id: &MessageId, deleted: i64) -> Result<Option<Vec<Val>>, StoreError> {
+        let mut rows = self.rows(
+            "SELECT pos, after, body FROM messages WHERE team = ?1 AND thread = ?2 AND id = ?3 AND deleted = ?4",
+            &[self.team(), t.as_str().into(), id.as_str().into(), Val::Int(deleted)],
+        )?;
+        Ok(rows.pop())
+    }
+}
+
+fn parse_id(v: Val) -> Result<Option<MessageId>, StoreError> {
+    v.opt_text()?.map(|s| MessageId::new(s).map_err(|e| StoreError::new(format!("stored message id: {e}")))).transpose()
+}
+
+fn parse_message(v: Val) -> Result<Arc<Message>, StoreError> {
+    Ok(Arc::new(serde_json::from_str(&v.text()?).map_err(json_err)?))
+}
+
+impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
+    fn last_mutation(&mut self, client: &ClientId) -> Result<u64, StoreError> {
+        let rows = self.rows(
+            "SELECT last_mutation FROM clients WHERE team = ?1 AND client = ?2",
+            &[self.team(), client.as_str().into()],
+        )?;
+        Ok(rows.first().map(|r| r[0].int()).transpose()?.unwrap_or(0) as u64)
+    }
+
+    fn set_last_mutation(&mut self, client: &ClientId, id: u64) -> Result<(), StoreError> {
+        self.conn.exec(
+            "INSERT INTO clients (team, client, last_mutation) VALUES (?1, ?2, ?3)
+             ON CONFLICT (team, client) DO UPDATE SET last_mutation = excluded.last_mutation",
+            &[self.team(), client.as_str().into(), id.into()],
+        )?;
+        Ok(())
+    }
+
+    fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError> {
+        let mut rows = self.rows(
+            "SELECT version, title, env, len, last_id FROM threads WHERE team = ?1 AND thread = ?2",
+            &[self.team(), t.as_str().into()],
+        )?;
+        let Some(r) = rows.pop() else { return Ok(None) };
+        let mut r = r.into_iter();
+        let version = r.next().unwrap().int()? as u64;
+        let title = r.next().unwrap().text()?;
+        let env = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
+        let len = r.next().unwrap().int()? as usize;
+        let last = parse_id(r.next().unwrap())?;
+        Ok(Some((version, Head { title, env, len, last })))
+    }
+
+    fn message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<Located>, StoreError> {
+        let Some(r) = self.message_row(t, id, 0)? else { return Ok(None) };
+        let mut r = r.into_iter();
+        let index = r.next().unwrap().int()? as usize;
+        let after = parse_id(r.next().unwrap())?;
+        let message = parse_message(r.next().unwrap())?;
+        Ok(Some(Located { index, after, message }))
+    }
+
+    fn tombstone(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<usize>, StoreError> {
+        Ok(match self.message_row(t, id, 1)? {
+            Some(r) => Some(r[0].int()? as usize),
+            None => None,
+        })
+    }
+
+    fn scan_from(
+        &mut self,
+        t: &ThreadId,
+        from: usize,
+        keep: &mut dyn FnMut(&MessageId, Option<&MessageId>) -> bool,
+    ) -> Result<usize, StoreError> {
+        // In pages: the scan usually stops after a few rows.
+        const PAGE: usize = 64;
+        let mut n = 0;
+        loop {
+            let rows = self.rows(
+                "SELECT id, after FROM messages WHERE team = ?1 AND thread = ?2 AND pos >= ?3 ORDER BY pos LIMIT ?4",
+                &[self.team(), t.as_str().into(), (from + n).into(), PAGE.into()],
+            )?;
+            let got = rows.len();
+            for r in rows {
+                let mut r = r.into_iter();
+                let id = parse_id(r.next().unwrap())?.ok_or_else(|| StoreError::new("message without id"))?;
+                let after = parse_id(r.next().unwrap())?;
+                if !keep(&id, after.as_ref()) {
+                    return Ok(n);
+                }
+                n += 1;
+            }
+            if got < PAGE {
+                return Ok(n);
+            }
+        }
+    }
+
+    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect) -> Result<u64, StoreError> {
+        let team = self.team();
+        let thread: Val = t.as_str().into();
+        let mut msg_id = Val::Null;
+        match effect {
+            Effect::Create { created, env } => {
+                self.conn.exec(
+                    "INSERT INTO threads (team, thread, version, created, title, env, len, last_id)
+                     VALUES (?1, ?2, ?3, ?4, '', ?5, 0, NULL)",
+                    &[team.clone(), thread.clone(), version.into(), Val::Int(*created), env.to_string().into()],
+                )?;
+            }
+            Effect::Insert { index, after, message } => {
+                let row = self
+                    .rows("SELECT len, last_id FROM threads WHERE team = ?1 AND thread = ?2", &[team.clone(), thread.clone()])?
+                    .pop()
+                    .ok_or_else(|| StoreError::new(format!("insert into missing thread {t}")))?;
+                let mut row = row.into_iter();
+                let len = row.next().unwrap().int()? as usize;
+                let last = row.next().unwrap();
+                if *index < len {
+                    self.conn.exec(
+                        "UPDATE messages SET pos = pos + 1 WHERE team = ?1 AND thread = ?2 AND pos >= ?3",
+                        &[team.clone(), thread.clone(), (*index).into()],
+                    )?;
+                }
+                let body = serde_json::to_string(message.as_ref()).map_err(json_err)?;
+                self.conn.exec(
+                    "INSERT INTO messages (team, thread, id, pos, after, deleted, body) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                    &[
+                        team.clone(),
+                        thread.clone(),
+                        message.id.as_str().into(),
+                        (*index).into(),
+                        after.as_ref().map(|a| a.as_str()).into(),
+                        body.into(),
+                    ],
+                )?;
+                let last = if *index == len { message.id.as_str().into() } else { last };
+                self.conn.exec(
+                    "UPDATE threads SET version = ?3, len = len + 1, last_id = ?4 WHERE team = ?1 AND thread = ?2",
+                    &[team.clone(), thread.clone(), version.into(), last],
+                )?;
+                msg_id = message.id.as_str().into();
+            }
+            Effect::Edit { id, content } => {
+                let row = self.message_row(t, id, 0)?.ok_or_else(|| StoreError::new(format!("edit of missing {id}")))?;
+                let mut m = Arc::unwrap_or_clone(parse_message(row[2].clone())?);
+                m.content = content.clone();
+                let body = serde_json::to_string(&m).map_err(json_err)?;
+                self.conn.exec(
+                    "UPDATE messages SET body = ?4 WHERE team = ?1 AND thread = ?2 AND id = ?3",
+                    &[team.clone(), thread.clone(), id.as_str().into(), body.into()],
+                )?;
+                self.bump(t, version)?;
+            }
+            Effect::Delete { id } => {
+                self.conn.exec(
+                    "UPDATE messages SET deleted = 1 WHERE team = ?1 AND thread = ?2 AND id = ?3",
+                    &[team.clone(), thread.clone(), id.as_str().into()],
+                )?;
+                self.bump(t, version)?;
+            }
+            Effect::Title { title } => {
+                self.conn.exec(
+                    "UPDATE threads SET title = ?3, version = ?4 WHERE team = ?1 AND thread = ?2",
+                    &[team.clone(), thread.clone(), title.as_str().into(), version.into()],
+                )?;
+            }
+            Effect::Env { env } => {
+                self.conn.exec(
+                    "UPDATE threads SET env = ?3, version = ?4 WHERE team = ?1 AND thread = ?2",
+                    &[team.clone(), thread.clone(), env.to_string().into(), version.into()],
+                )?;
+            }
+        }
+        // The log entry, without the message body (joined back on pull).
+        let stored = match effect {
+            Effect::Insert { index, after, message } => serde_json::json!({
+                "effect": "insert", "index": index, "after": after, "id": message.id,
+            })
+            .to_string(),
+            other => serde_json::to_string(other).map_err(json_err)?,
+        };
+        let (head, floor) = self.log()?;
+        let seq = head + 1;
+        self.head = Some((seq, floor));
+        self.dirty = true;
+        self.conn.exec(
+            "INSERT INTO changes (team, seq, thread, version, effect, msg_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[team, seq.into(), thread, version.into(), stored.into(), msg_id],
+        )?;
+        Ok(seq)
+    }
+
+    fn head_seq(&mut self) -> Result<u64, StoreError> {
+        Ok(self.log()?.0)
+    }
+
+    fn log_floor(&mut self) -> Result<u64, StoreError> {
+        Ok(self.log()?.1)
+    }
+
+    fn changes_since(&mut self, after: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        let rows = self.rows(
+            "SELECT c.seq, c.thread, c.version, c.effect, m.body FROM changes c
+             LEFT JOIN messages m ON m.team = c.team AND m.thread = c.thread AND m.id = c.msg_id
+             WHERE c.team = ?1 AND c.seq > ?2 ORDER BY c.seq LIMIT ?3",
+            &[self.team(), after.into(), limit.into()],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let mut r = r.into_iter();
+                let seq = r.next().unwrap().int()? as u64;
+                let thread_id = ThreadId::new(r.next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
+                let version = r.next().unwrap().int()? as u64;
+                let mut effect: serde_json::Value = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
+                if let Some(body) = r.next().unwrap().opt_text()? {
+                    let obj = effect.as_object_mut().ok_or_else(|| StoreError::new("stored effect is not an object"))?;
+                    obj.remove("id");
+                    obj.insert("message".into(), serde_json::from_str(&body).map_err(json_err)?);
+                }
+                let effect = serde_json::from_value(effect).map_err(json_err)?;
+                Ok(Change { seq, thread_id, version, effect })
+            })
+            .collect()
+    }
+
+    fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError> {
+        let mut rows = self.rows(
+            "SELECT version, created, title, env FROM threads WHERE team = ?1 AND thread = ?2",
+            &[self.team(), t.as_str().into()],
+        )?;
+        let Some(r) = rows.pop() else { return Ok(None) };
+        let mut r = r.into_iter();
+        let mut thread = Thread::new(t.clone(), 0);
+        thread.v = r.next().unwrap().int()? as u64;
+        thread.created = r.next().unwrap().int()?;
+        thread.title = r.next().unwrap().text()?;
+        thread.env = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
+        let mut doc = Doc::empty(t.clone());
+        let msgs = self.rows(
+            "SELECT id, after, deleted, body FROM messages WHERE team = ?1 AND thread = ?2 ORDER BY pos",
+            &[self.team(), t.as_str().into()],
+        )?;
+        for m in msgs {
+            let mut m = m.into_iter();
+            let id = parse_id(m.next().unwrap())?.ok_or_else(|| StoreError::new("message without id"))?;
+            let after = parse_id(m.next().unwrap())?;
+            let deleted = m.next().unwrap().int()? != 0;
+            doc.after.insert(id.clone(), after);
+            doc.seq.push(id.clone());
+            if deleted {
+                doc.deleted.insert(id);
+            } else {
+                thread.messages.push(parse_message(m.next().unwrap())?);
+            }
+        }
+        doc.thread = thread;
+        Ok(Some(doc))
+    }
+
+    fn docs_after(&mut self, after: Option<&ThreadId>, limit: usize) -> Result<Vec<Doc>, StoreError> {
+        let rows = self.rows(
+            "SELECT thread FROM threads WHERE team = ?1 AND thread > ?2 ORDER BY thread LIMIT ?3",
+            &[self.team(), after.map_or("", |a| a.as_str()).into(), limit.into()],
+        )?;
+        let mut docs = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id = ThreadId::new(r.into_iter().next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
+            docs.extend(self.doc(&id)?);
+        }
+        Ok(docs)
+    }
+}
+
+impl<C: Conn + ?Sized> SqlTx<'_, C> {
+    fn bump(&mut self, t: &ThreadId, version: u64) -> Result<(), StoreError> {
+        self.conn.exec(
+            "UPDATE threads SET version = ?3 WHERE team = ?1 AND thread = ?2",
+            &[self.team(), t.as_str().into(), version.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Drops all but the newest `keep` changes of the team's log (cursors
+    /// older than that then refetch).
+    pub fn compact(&mut self, keep: u64) -> Result<(), StoreError> {
+        let (head, floor) = self.log()?;
+        let new_floor = head.saturating_sub(keep).max(floor);
+        self.conn.exec("DELETE FROM changes WHERE team = ?1 AND seq <= ?2", &[self.team(), new_floor.into()])?;
+        self.conn.exec(
+            "INSERT INTO teams (team, head_seq, floor_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (team) DO UPDATE SET floor_seq = excluded.floor_seq",
+            &[self.team(), head.into(), new_floor.into()],
+        )?;
+        self.head = Some((head, new_floor));
+        Ok(())
+    }
+}
+
+/// A bearer token as listed (never the secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub team: TeamId,
+    pub created: i64,
+    pub revoked: Option<i64>,
+}
+
+pub fn insert_token(conn: &mut dyn Conn, id: &str, team: &TeamId, hash: &str, now: i64) -> Result<(), StoreError> {
+    conn.exec(
+        "INSERT INTO tokens (id, team, hash, created) VALUES (?1, ?2, ?3, ?4)",
+        &[id.into(), team.as_str().into(), hash.into(), Val::Int(now)],
+    )?;
+    Ok(())
+}
+
+pub fn team_for_token(conn: &mut dyn Conn, hash: &str) -> Result<Option<TeamId>, StoreError> {
+    let rows = conn.query("SELECT team FROM tokens WHERE hash = ?1 AND revoked IS NULL", &[hash.into()])?;
+    match rows.into_iter().next() {
+        Some(r) => Ok(Some(
+            TeamId::new(r.into_iter().next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+pub fn list_tokens(conn: &mut dyn Conn) -> Result<Vec<TokenInfo>, StoreError> {
+    conn.query("SELECT id, team, created, revoked FROM tokens ORDER BY created, id", &[])?
+        .into_iter()
+        .map(|r| {
+            let mut r = r.into_iter();
+            Ok(TokenInfo {
+                id: r.next().unwrap().text()?,
+                team: TeamId::new(r.next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?,
+                created: r.next().unwrap().int()?,
+                revoked: match r.next().unwrap() {
+                    Val::Null => None,
+                    v => Some(v.int()?),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Revokes the tokens whose id starts with `prefix`; returns them.
+pub fn revoke_tokens(conn: &mut dyn Conn, prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
+    let hits: Vec<TokenInfo> = list_tokens(conn)?.into_iter().filter(|t| t.id.starts_with(prefix) && t.revoked.is_none()).collect();
+    for t in &hits {
+        conn.exec("UPDATE tokens SET revoked = ?2 WHERE id = ?1", &[t.id.as_str().into(), Val::Int(now)])?;
+    }
+    Ok(hits)
+}

@@ -1,0 +1,164 @@
+//! SQLite backend: the embedded default. WAL mode; one writer connection
+//! (SQLite has one writer anyway) and a few readers, so pulls never wait for
+//! pushes.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ToSql};
+
+use crate::server::core::{StoreError, TeamId};
+use crate::server::sql::{self, Conn, SqlTx, TokenInfo, Val};
+use crate::server::store::{Store, TxBody};
+
+const READERS: usize = 4;
+
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    StoreError { message: format!("sqlite: {e}"), transient }
+}
+
+impl ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Val::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Val::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+impl Conn for Connection {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+        let mut stmt = self.prepare_cached(sql).map_err(err)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params)).map_err(err)? as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError> {
+        let mut stmt = self.prepare_cached(sql).map_err(err)?;
+        let n = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let mut vals = Vec::with_capacity(n);
+            for i in 0..n {
+                vals.push(match row.get_ref(i).map_err(err)? {
+                    ValueRef::Null => Val::Null,
+                    ValueRef::Integer(i) => Val::Int(i),
+                    ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                    other => return Err(StoreError::new(format!("unexpected column type {:?}", other.data_type()))),
+                });
+            }
+            out.push(vals);
+        }
+        Ok(out)
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+    // WAL with synchronous=NORMAL: a committed transaction survives a
+    // process crash (kill -9); only an OS crash can lose the last ones.
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies the schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::new(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut writer = open_conn(path)?;
+        let tx = writer.transaction().map_err(err)?;
+        for stmt in sql::SCHEMA {
+            tx.execute(stmt, []).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(SqliteStore { writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), path: path.to_path_buf() })
+    }
+
+    fn reader(&self) -> Result<Connection, StoreError> {
+        match self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            Some(c) => Ok(c),
+            None => open_conn(&self.path),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if readers.len() < READERS {
+            readers.push(conn);
+        }
+    }
+
+    /// Runs `f` in a transaction on the writer (IMMEDIATE: takes the write
+    /// lock up front, so two writers never deadlock on an upgrade).
+    fn write<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        match f(&mut conn) {
+            Ok(r) => {
+                conn.execute_batch("COMMIT").map_err(err)?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut conn = self.reader()?;
+        conn.execute_batch("BEGIN").map_err(err)?;
+        let r = f(&mut conn);
+        let _ = conn.execute_batch("COMMIT");
+        self.give_back(conn);
+        r
+    }
+}
+
+impl Store for SqliteStore {
+    fn transact(&self, team: &TeamId, write: bool, body: TxBody<'_>) -> Result<Option<u64>, StoreError> {
+        let run = |conn: &mut Connection| {
+            let mut tx = SqlTx::new(conn, team);
+            body(&mut tx)?;
+            tx.finish()
+        };
+        if write { self.write(run) } else { self.read(run) }
+    }
+
+    fn insert_token(&self, id: &str, team: &TeamId, hash: &str, now: i64) -> Result<(), StoreError> {
+        self.write(|c| sql::insert_token(c, id, team, hash, now))
+    }
+
+    fn team_for_token(&self, hash: &str) -> Result<Option<TeamId>, StoreError> {
+        self.read(|c| sql::team_for_token(c, hash))
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.read(|c| sql::list_tokens(c))
+    }
+
+    fn revoke_tokens(&self, id_prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
+        self.write(|c| sql::revoke_tokens(c, id_prefix, now))
+    }
+
+    fn compact(&self, team: &TeamId, keep: u64) -> Result<(), StoreError> {
+        self.write(|c| SqlTx::new(c, team).compact(keep))
+    }
+}
