@@ -1,19 +1,20 @@
-//! The `threadsync` binary. Subcommands arrive with their issues: `serve`
-//! (the sync server), `token` and `lsp` (the editor sidecar). Until then it
-//! offers what works: checking thread files.
+//! The `threadsync` binary: `serve` (the sync server), `token` (bearer
+//! tokens), `check` (thread files). The editor sidecar (`lsp`) arrives with
+//! its issue.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use threadsync::model::{ThreadId, parse_thread_file};
+use threadsync::server::TeamId;
+use threadsync::server::http::ServerConfig;
+use threadsync::server::run::{DbUrl, serve};
+use threadsync::server::store::{new_token, token_hash};
 
 #[derive(Parser)]
-#[command(
-    name = "threadsync",
-    version,
-    about = "Keeps AI coding-assistant threads in sync across machines and teammates"
-)]
+#[command(name = "threadsync", version, about = "Keeps AI coding-assistant threads in sync across machines and teammates")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +22,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the sync server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "THREADSYNC_LISTEN", default_value = "127.0.0.1:7420")]
+        listen: SocketAddr,
+        /// sqlite://PATH or postgres://… (default: threadsync.db in the user's data directory).
+        #[arg(long, env = "THREADSYNC_DB")]
+        db: Option<String>,
+        /// Largest request body in bytes, after decompression.
+        #[arg(long, env = "THREADSYNC_MAX_BODY", default_value_t = 32 << 20)]
+        max_body: usize,
+        /// Largest message content in bytes.
+        #[arg(long, env = "THREADSYNC_MAX_MESSAGE", default_value_t = 16 << 20)]
+        max_message: usize,
+    },
+    /// Manages bearer tokens (each maps to one team).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Checks thread files (`<threadId>.json`) the way the sidecar reads them.
     Check {
         /// Thread files to check.
@@ -29,10 +50,120 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a token for a team and prints it (once; only its hash is stored).
+    Create {
+        #[arg(long)]
+        team: String,
+        #[arg(long, env = "THREADSYNC_DB")]
+        db: Option<String>,
+    },
+    /// Lists tokens (ids, teams, dates; never secrets).
+    List {
+        #[arg(long, env = "THREADSYNC_DB")]
+        db: Option<String>,
+    },
+    /// Revokes the tokens whose id starts with PREFIX.
+    Revoke {
+        prefix: String,
+        #[arg(long, env = "THREADSYNC_DB")]
+        db: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { listen, db, max_body, max_message } => {
+            init_logs("info");
+            let db = match db_url(db) {
+                Ok(db) => db,
+                Err(e) => return fail(&e),
+            };
+            let mut cfg = ServerConfig { max_body, ..ServerConfig::default() };
+            cfg.limits.max_message_bytes = max_message;
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            match rt.block_on(serve(listen, db, cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Token { command } => {
+            init_logs("warn");
+            match token(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         Command::Check { files } => check(&files),
     }
+}
+
+fn fail(e: &str) -> ExitCode {
+    eprintln!("threadsync: {e}");
+    ExitCode::FAILURE
+}
+
+/// Logs go to stderr; `THREADSYNC_LOG` (or `RUST_LOG`) filters them.
+fn init_logs(default: &str) {
+    let filter = std::env::var("THREADSYNC_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn db_url(db: Option<String>) -> Result<DbUrl, String> {
+    match db {
+        Some(s) => DbUrl::parse(&s),
+        None => Ok(DbUrl::default_sqlite()),
+    }
+}
+
+fn token(command: TokenCommand) -> Result<(), String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let open = |db: Option<String>| {
+        let db = db_url(db)?;
+        db.open().map_err(|e| format!("cannot open {}: {e}", db.redacted()))
+    };
+    match command {
+        TokenCommand::Create { team, db } => {
+            let team = TeamId::new(team).map_err(|e| format!("bad team name: {e}"))?;
+            let store = open(db)?;
+            let (id, token) = new_token();
+            store.insert_token(&id, &team, &token_hash(&token), now).map_err(|e| e.to_string())?;
+            println!("{token}");
+        }
+        TokenCommand::List { db } => {
+            let store = open(db)?;
+            println!("{:<12} {:<24} {:<14} revoked", "id", "team", "created");
+            for t in store.list_tokens().map_err(|e| e.to_string())? {
+                let revoked = t.revoked.map_or_else(|| "-".to_string(), |r| r.to_string());
+                println!("{:<12} {:<24} {:<14} {revoked}", t.id, t.team.as_str(), t.created);
+            }
+        }
+        TokenCommand::Revoke { prefix, db } => {
+            if prefix.is_empty() {
+                return Err("give the id (or a prefix of it) of the token to revoke".into());
+            }
+            let store = open(db)?;
+            let revoked = store.revoke_tokens(&prefix, now).map_err(|e| e.to_string())?;
+            if revoked.is_empty() {
+                return Err(format!("no live token has an id starting with {prefix:?}"));
+            }
+            for t in revoked {
+                println!("revoked {} (team {})", t.id, t.team);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {

@@ -54,6 +54,8 @@ pub trait Tx {
     fn log_floor(&mut self) -> Result<u64, StoreError>;
     /// Up to `limit` changes with seq > `after`, in order.
     fn changes_since(&mut self, after: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
+    /// Up to `limit` changes of one thread with version > `after_version`, in order.
+    fn thread_changes(&mut self, t: &ThreadId, after_version: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
     fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError>;
     /// Up to `limit` whole threads with ids greater than `after`, in id order.
     fn docs_after(&mut self, after: Option<&ThreadId>, limit: usize) -> Result<Vec<Doc>, StoreError>;

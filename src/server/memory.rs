@@ -116,6 +116,10 @@ impl Tx for TeamData {
         Ok(self.log[start..].iter().take(limit).cloned().collect())
     }
 
+    fn thread_changes(&mut self, t: &ThreadId, after_version: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        Ok(self.log.iter().filter(|c| &c.thread_id == t && c.version > after_version).take(limit).cloned().collect())
+    }
+
     fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError> {
         Ok(self.threads.get(t).cloned())
     }

@@ -5,8 +5,10 @@
 //! the seam the HTTP layer sees.
 
 pub mod core;
+pub mod http;
 pub mod memory;
 pub mod postgres;
+pub mod run;
 pub mod sql;
 pub mod sqlite;
 pub mod store;

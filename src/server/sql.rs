@@ -130,6 +130,7 @@ pub const SCHEMA: &[&str] = &[
         effect TEXT NOT NULL,
         msg_id TEXT,
         PRIMARY KEY (team, seq))",
+    "CREATE INDEX IF NOT EXISTS changes_by_thread ON changes (team, thread, version)",
 ];
 
 fn json_err(e: serde_json::Error) -> StoreError {
@@ -392,22 +393,17 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
              WHERE c.team = ?1 AND c.seq > ?2 ORDER BY c.seq LIMIT ?3",
             &[self.team(), after.into(), limit.into()],
         )?;
-        rows.into_iter()
-            .map(|r| {
-                let mut r = r.into_iter();
-                let seq = r.next().unwrap().int()? as u64;
-                let thread_id = ThreadId::new(r.next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
-                let version = r.next().unwrap().int()? as u64;
-                let mut effect: serde_json::Value = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
-                if let Some(body) = r.next().unwrap().opt_text()? {
-                    let obj = effect.as_object_mut().ok_or_else(|| StoreError::new("stored effect is not an object"))?;
-                    obj.remove("id");
-                    obj.insert("message".into(), serde_json::from_str(&body).map_err(json_err)?);
-                }
-                let effect = serde_json::from_value(effect).map_err(json_err)?;
-                Ok(Change { seq, thread_id, version, effect })
-            })
-            .collect()
+        decode_changes(rows)
+    }
+
+    fn thread_changes(&mut self, t: &ThreadId, after_version: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        let rows = self.rows(
+            "SELECT c.seq, c.thread, c.version, c.effect, m.body FROM changes c
+             LEFT JOIN messages m ON m.team = c.team AND m.thread = c.thread AND m.id = c.msg_id
+             WHERE c.team = ?1 AND c.thread = ?2 AND c.version > ?3 ORDER BY c.version LIMIT ?4",
+            &[self.team(), t.as_str().into(), after_version.into(), limit.into()],
+        )?;
+        decode_changes(rows)
     }
 
     fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError> {
@@ -535,4 +531,23 @@ pub fn revoke_tokens(conn: &mut dyn Conn, prefix: &str, now: i64) -> Result<Vec<
         conn.exec("UPDATE tokens SET revoked = ?2 WHERE id = ?1", &[t.id.as_str().into(), Val::Int(now)])?;
     }
     Ok(hits)
+}
+
+fn decode_changes(rows: Vec<Vec<Val>>) -> Result<Vec<Change>, StoreError> {
+    rows.into_iter()
+            .map(|r| {
+                let mut r = r.into_iter();
+                let seq = r.next().unwrap().int()? as u64;
+                let thread_id = ThreadId::new(r.next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
+                let version = r.next().unwrap().int()? as u64;
+                let mut effect: serde_json::Value = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
+                if let Some(body) = r.next().unwrap().opt_text()? {
+                    let obj = effect.as_object_mut().ok_or_else(|| StoreError::new("stored effect is not an object"))?;
+                    obj.remove("id");
+                    obj.insert("message".into(), serde_json::from_str(&body).map_err(json_err)?);
+                }
+                let effect = serde_json::from_value(effect).map_err(json_err)?;
+                Ok(Change { seq, thread_id, version, effect })
+            })
+            .collect()
 }
