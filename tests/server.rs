@@ -1,0 +1,352 @@
+//! The real `threadsync serve` process on a free loopback port, over a real
+//! SQLite file and over this machine's PostgreSQL: the same suite on both,
+//! plus crash, shutdown and scale-out tests.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(db: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_threadsync"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
+            .args(extra)
+            .env("THREADSYNC_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_string());
+                }
+                // Keep draining so the server never blocks on a full pipe.
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server printed its address");
+        Server { child, base: format!("http://{addr}") }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn token(db: &str, team: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_threadsync")).args(["token", "create", "--team", team, "--db", db]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "the token alone, on one line");
+    text.trim().to_string()
+}
+
+fn client() -> Client {
+    Client::builder().timeout(Duration::from_secs(40)).build().unwrap()
+}
+
+fn push(c: &Client, s: &Server, tok: &str, body: &Value) -> (StatusCode, Value) {
+    let r = c.post(s.url("/v1/push")).bearer_auth(tok).json(body).send().unwrap();
+    (r.status(), r.json().unwrap_or(Value::Null))
+}
+
+fn get(c: &Client, s: &Server, tok: &str, path: &str) -> (StatusCode, Value) {
+    let r = c.get(s.url(path)).bearer_auth(tok).send().unwrap();
+    (r.status(), r.json().unwrap_or(Value::Null))
+}
+
+fn append(client_id: &str, id: u64, thread: &str, msg: &str, after: Option<&str>, create: bool) -> Value {
+    let mut ops = vec![];
+    if create {
+        ops.push(json!({"op": "create", "created": 1, "env": {}}));
+    }
+    ops.push(json!({"op": "append", "after": after, "message": {"id": msg, "role": "user", "content": format!("content of {msg}")}}));
+    json!({"clientId": client_id, "mutations": [{"id": id, "threadId": thread, "ops": ops}]})
+}
+
+fn message_ids(c: &Client, s: &Server, tok: &str, thread: &str) -> Vec<String> {
+    let (status, v) = get(c, s, tok, &format!("/v1/threads/{thread}"));
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// The suite every backend passes.
+fn suite(db: &str) {
+    let s = Server::start(db, &["--max-body", "65536"]);
+    let (a, b) = (token(db, "team-a"), token(db, "team-b"));
+    let c = client();
+
+    // Exactly once: the same batch three times leaves one copy.
+    let first = append("c1", 1, "T-1", "m1", None, true);
+    for i in 0..3 {
+        let (st, v) = push(&c, &s, &a, &first);
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(v["results"][0]["status"], if i == 0 { "applied" } else { "duplicate" });
+    }
+    // A batch whose answer was lost comes again with the next mutation.
+    let second = append("c1", 2, "T-1", "m2", Some("m1"), false);
+    push(&c, &s, &a, &second);
+    let mut both = second.clone();
+    both["mutations"].as_array_mut().unwrap().push(append("c1", 3, "T-1", "m3", Some("m2"), false)["mutations"][0].clone());
+    let (_, v) = push(&c, &s, &a, &both);
+    assert_eq!(v["results"][0]["status"], "duplicate");
+    assert_eq!(v["results"][1]["status"], "applied");
+    assert_eq!(message_ids(&c, &s, &a, "T-1"), ["m1", "m2", "m3"]);
+
+    // Isolation: team b sees a's thread as missing and cannot change it.
+    let (st, v) = get(&c, &s, &b, "/v1/threads/T-1");
+    assert_eq!((st, v["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (_, v) = get(&c, &s, &b, "/v1/pull");
+    assert!(v["snapshots"].as_array().is_none_or(|a| a.is_empty()), "{v}");
+    push(&c, &s, &b, &append("c1", 1, "T-1", "intruder", None, true));
+    assert_eq!(message_ids(&c, &s, &a, "T-1"), ["m1", "m2", "m3"]);
+    assert_eq!(message_ids(&c, &s, &b, "T-1"), ["intruder"]);
+
+    // Bad input: each a clear 4xx; the server stays up; nothing stored changes.
+    let raw = |body: Vec<u8>, tok: Option<&str>| {
+        let mut r = c.post(s.url("/v1/push")).header("content-type", "application/json").body(body);
+        if let Some(t) = tok {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().unwrap();
+        (r.status(), r.json::<Value>().unwrap())
+    };
+    for (body, want) in [
+        (b"{\"clientId\":".to_vec(), StatusCode::BAD_REQUEST),
+        (b"{\"clientId\": 1, \"mutations\": {}}".to_vec(), StatusCode::BAD_REQUEST),
+        (vec![b'{', b'"', 0xc3, 0x28, b'"', b':', b'1', b'}'], StatusCode::BAD_REQUEST),
+        (append("c1", 4, "../etc/passwd", "x", None, true).to_string().into_bytes(), StatusCode::BAD_REQUEST),
+        (format!("{{\"x\": \"{}\"}}", "y".repeat(70_000)).into_bytes(), StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let (st, v) = raw(body, Some(&a));
+        assert_eq!(st, want, "{v}");
+        assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
+    }
+    let (st, v) = raw(first.to_string().into_bytes(), None);
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (st, _) = raw(first.to_string().into_bytes(), Some("tsk_0000000000_wrong"));
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v) = get(&c, &s, &a, "/v1/threads/..%2F..%2Fetc%2Fpasswd");
+    assert_eq!((st, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_thread_id")));
+    let (st, v) = get(&c, &s, &a, &format!("/v1/threads/{}", "x".repeat(300)));
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    // Revoked: refused from then on.
+    let c_tok = token(db, "team-c");
+    let id = c_tok.split('_').nth(1).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_threadsync")).args(["token", "revoke", id, "--db", db]).output().unwrap();
+    assert!(out.status.success());
+    let listed = Command::new(env!("CARGO_BIN_EXE_threadsync")).args(["token", "list", "--db", db]).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains(id) && !listed.contains(c_tok.split('_').nth(2).unwrap()), "list never shows secrets");
+    let (st, v) = get(&c, &s, &c_tok, "/v1/pull");
+    assert_eq!((st, v["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    assert_eq!(c.get(s.url("/healthz")).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(message_ids(&c, &s, &a, "T-1"), ["m1", "m2", "m3"]);
+
+    // Deltas only: a 1 KB append to a ~5 MB thread pulls ~1 KB.
+    let big = "z".repeat(40_000);
+    let mut prev = "m3".to_string();
+    let mut mid = 10;
+    for chunk in 0..125 {
+        let id = format!("big{chunk}");
+        let body = json!({"clientId": "c1", "mutations": [{"id": mid, "threadId": "T-1", "ops": [
+            {"op": "append", "after": prev, "message": {"id": id, "role": "assistant", "content": big}}]}]});
+        // Mutation ids must not skip: continue from 4.
+        let body = {
+            let mut b = body;
+            b["mutations"][0]["id"] = json!(mid - 6);
+            b
+        };
+        let (st, v) = push(&c, &s, &a, &body);
+        assert_eq!(st, StatusCode::OK, "{v}");
+        prev = id;
+        mid += 1;
+    }
+    let (_, v) = get(&c, &s, &a, "/v1/pull?cursor=0");
+    let mut cursor = v["cursor"].as_str().unwrap().to_string();
+    loop {
+        let (_, v) = get(&c, &s, &a, &format!("/v1/pull?cursor={cursor}"));
+        cursor = v["cursor"].as_str().unwrap().to_string();
+        if v["upToDate"] == true {
+            break;
+        }
+    }
+    push(&c, &s, &a, &json!({"clientId": "c1", "mutations": [{"id": 129, "threadId": "T-1", "ops": [
+        {"op": "append", "after": prev, "message": {"id": "small", "role": "user", "content": "k".repeat(1000)}}]}]}));
+    let r = c.get(s.url(&format!("/v1/pull?cursor={cursor}"))).bearer_auth(&a).send().unwrap();
+    let body = r.bytes().unwrap();
+    assert!(body.len() < 1600, "a 1 KB append pulled {} bytes", body.len());
+    // Large answers are compressed on the wire.
+    let r = c.get(s.url("/v1/threads/T-1")).bearer_auth(&a).header("accept-encoding", "gzip").send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A held pull answers the moment another client's push lands.
+    let (_, v) = get(&c, &s, &a, &format!("/v1/pull?cursor={cursor}"));
+    let cursor = v["cursor"].as_str().unwrap().to_string();
+    let (url, tok) = (s.url(&format!("/v1/pull?cursor={cursor}&wait=20")), a.clone());
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let v: Value = client().get(url).bearer_auth(tok).send().unwrap().json().unwrap();
+        (start.elapsed(), v)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pushed = Instant::now();
+    push(&c, &s, &a, &append("c2", 1, "T-1", "wake", Some("small"), false));
+    let (_, v) = waiter.join().unwrap();
+    assert!(pushed.elapsed() < Duration::from_secs(2), "woken {:?} after the push", pushed.elapsed());
+    assert_eq!(v["changes"][0]["message"]["id"], "wake");
+
+    // Metrics saw it all.
+    let text = c.get(s.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(text.contains("threadsync_push_mutations_total{status=\"duplicate\"}"), "{text}");
+}
+
+/// kill -9 in the middle of a stream of pushes: after a restart everything
+/// that was acknowledged is there, and retrying what was not never
+/// duplicates anything.
+fn crash_during_pushes(db: &str) {
+    let mut s = Server::start(db, &[]);
+    let tok = token(db, "crash");
+    let c = Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let (st, _) = push(&c, &s, &tok, &append("w", 1, "T-c", "c0", None, true));
+    assert_eq!(st, StatusCode::OK);
+    let url = s.url("/v1/push");
+    let t = tok.clone();
+    // Pushes as fast as it can; records which were acknowledged.
+    let writer = std::thread::spawn(move || {
+        let c = Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let mut acked = 1;
+        for i in 2..100_000u64 {
+            let body = append("w", i, "T-c", &format!("c{}", i - 1), Some(&format!("c{}", i - 2)), false);
+            match c.post(&url).bearer_auth(&t).json(&body).send() {
+                Ok(r) if r.status() == StatusCode::OK => acked = i,
+                _ => return acked,
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    s.kill9();
+    let acked = writer.join().unwrap();
+    assert!(acked > 5, "some pushes were acknowledged before the kill ({acked})");
+    let s = Server::start(db, &[]);
+    // The client retries from the first unacknowledged mutation (it may have
+    // been applied before the kill) and goes on.
+    for i in acked + 1..=acked + 3 {
+        let body = append("w", i, "T-c", &format!("c{}", i - 1), Some(&format!("c{}", i - 2)), false);
+        let (st, v) = push(&c, &s, &tok, &body);
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert!(v["results"][0]["status"] == "applied" || v["results"][0]["status"] == "duplicate", "{v}");
+    }
+    let ids = message_ids(&c, &s, &tok, "T-c");
+    let want: Vec<String> = (0..acked + 3).map(|i| format!("c{i}")).collect();
+    assert_eq!(ids, want, "every acknowledged message once, in order");
+}
+
+#[test]
+fn sqlite_suite() {
+    let dir = common::TempDir::new("serve");
+    suite(&format!("sqlite://{}", dir.0.join("db.sqlite").display()));
+}
+
+#[test]
+fn postgres_suite() {
+    let schema = common::PgSchema::new("serve");
+    suite(&schema.url);
+}
+
+#[test]
+fn sqlite_kill_9_during_pushes() {
+    let dir = common::TempDir::new("crash");
+    crash_during_pushes(&format!("sqlite://{}", dir.0.join("db.sqlite").display()));
+}
+
+#[test]
+fn postgres_kill_9_during_pushes() {
+    let schema = common::PgSchema::new("crash");
+    crash_during_pushes(&schema.url);
+}
+
+/// Two servers on one PostgreSQL behave as one: a push through one wakes a
+/// pull held by the other.
+#[test]
+fn two_servers_one_postgres() {
+    let schema = common::PgSchema::new("scale");
+    let (one, two) = (Server::start(&schema.url, &[]), Server::start(&schema.url, &[]));
+    let tok = token(&schema.url, "team");
+    let c = client();
+    push(&c, &one, &tok, &append("c1", 1, "T-s", "s1", None, true));
+    let (_, v) = get(&c, &two, &tok, "/v1/pull?cursor=0");
+    let cursor = v["cursor"].as_str().unwrap().to_string();
+    assert_eq!(cursor, "2");
+    let url = two.url(&format!("/v1/pull?cursor={cursor}&wait=20"));
+    let t = tok.clone();
+    let waiter = std::thread::spawn(move || client().get(url).bearer_auth(t).send().unwrap().json::<Value>().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let pushed = Instant::now();
+    push(&c, &one, &tok, &append("c2", 1, "T-s", "s2", Some("s1"), false));
+    let v = waiter.join().unwrap();
+    assert!(pushed.elapsed() < Duration::from_secs(2), "woken after {:?}", pushed.elapsed());
+    assert_eq!(v["changes"][0]["message"]["id"], "s2");
+    // Both serve the same data.
+    assert_eq!(message_ids(&c, &one, &tok, "T-s"), message_ids(&c, &two, &tok, "T-s"));
+}
+
+/// SIGTERM: held pulls are answered at once and the process exits cleanly.
+#[cfg(unix)]
+#[test]
+fn graceful_shutdown_answers_held_pulls() {
+    let dir = common::TempDir::new("term");
+    let db = format!("sqlite://{}", dir.0.join("db.sqlite").display());
+    let mut s = Server::start(&db, &[]);
+    let tok = token(&db, "t");
+    let c = client();
+    push(&c, &s, &tok, &append("c1", 1, "T-g", "g1", None, true));
+    let url = s.url("/v1/pull?cursor=2&wait=20");
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = client().get(url).bearer_auth(tok).send().unwrap();
+        (start.elapsed(), r.status(), r.json::<Value>().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let (took, status, v) = waiter.join().unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["upToDate"], true);
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let start = Instant::now();
+    loop {
+        if let Some(code) = s.child.try_wait().unwrap() {
+            assert!(code.success(), "{code}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
