@@ -14,7 +14,11 @@ use threadsync::server::run::{DbUrl, serve};
 use threadsync::server::store::{new_token, token_hash};
 
 #[derive(Parser)]
-#[command(name = "threadsync", version, about = "Keeps AI coding-assistant threads in sync across machines and teammates")]
+#[command(
+    name = "threadsync",
+    version,
+    about = "Keeps AI coding-assistant threads in sync across machines and teammates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,9 +114,8 @@ fn fail(e: &str) -> ExitCode {
 
 /// Logs go to stderr; `THREADSYNC_LOG` (or `RUST_LOG`) filters them.
 fn init_logs(default: &str) {
-    let filter = std::env::var("THREADSYNC_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.to_string());
+    let filter =
+        std::env::var("THREADSYNC_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

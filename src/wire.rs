@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::merge::{Doc, OpOutcome};
+use crate::merge::{ConflictInfo, Doc, OpOutcome};
 use crate::model::ThreadId;
 use crate::ops::{Effect, Op};
 
@@ -61,9 +61,31 @@ pub struct MutationResult {
     pub version: u64,
     /// One outcome per operation, in order (empty for duplicate and gap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ops: Vec<OpOutcome>,
+    pub ops: Vec<OpResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What became of one pushed operation. Unlike [`OpOutcome`] it does not echo
+/// the effect: the pusher has the content, and others get it by pulling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum OpResult {
+    Applied,
+    Unchanged,
+    Conflict { conflict: ConflictInfo },
+    Rejected { reason: String },
+}
+
+impl From<OpOutcome> for OpResult {
+    fn from(o: OpOutcome) -> Self {
+        match o {
+            OpOutcome::Applied { .. } => OpResult::Applied,
+            OpOutcome::Unchanged => OpResult::Unchanged,
+            OpOutcome::Conflict { conflict } => OpResult::Conflict { conflict },
+            OpOutcome::Rejected { reason } => OpResult::Rejected { reason },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -35,12 +35,19 @@ impl App {
         let resp = router(self.state.clone()).oneshot(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         (parts.status, parts.headers, value)
     }
 
     async fn push(&self, token: &str, body: impl Into<Body>) -> (StatusCode, Value) {
-        let req = Request::post("/v1/push").header(header::AUTHORIZATION, format!("Bearer {token}")).body(body.into()).unwrap();
+        let req = Request::post("/v1/push")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(body.into())
+            .unwrap();
         let (s, _, v) = self.call(req).await;
         (s, v)
     }
@@ -132,7 +139,10 @@ async fn auth_errors_are_401_and_teams_are_isolated() {
     let (s, _, v) = a2.get(Some(TOKEN_B), "/v1/threads/T-1").await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
     let (_, _, missing) = a2.get(Some(TOKEN_B), "/v1/threads/T-nothing").await;
-    assert_eq!(v["message"].as_str().unwrap().replace("T-1", "X"), missing["message"].as_str().unwrap().replace("T-nothing", "X"));
+    assert_eq!(
+        v["message"].as_str().unwrap().replace("T-1", "X"),
+        missing["message"].as_str().unwrap().replace("T-nothing", "X")
+    );
     let (_, v) = a2.push(TOKEN_B, create_and_append("c1", 1, "T-1", "intruder")).await;
     assert_eq!(v["results"][0]["status"], "applied", "team b's own T-1");
     let (_, _, v) = a2.get(Some(TOKEN_A), "/v1/threads/T-1").await;
@@ -148,9 +158,17 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         (Body::from("{\"clientId\": "), StatusCode::BAD_REQUEST, "bad_request", "EOF"),
         (Body::from("[1, 2]"), StatusCode::BAD_REQUEST, "bad_request", "invalid type"),
         (Body::from(r#"{"clientId": 5, "mutations": []}"#), StatusCode::BAD_REQUEST, "bad_request", "invalid type"),
-        (Body::from(vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}']), StatusCode::BAD_REQUEST, "bad_request", "invalid"),
         (
-            Body::from(json!({"clientId": "c1", "mutations": [{"id": 2, "threadId": "../../etc/passwd", "ops": []}]}).to_string()),
+            Body::from(vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}']),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid",
+        ),
+        (
+            Body::from(
+                json!({"clientId": "c1", "mutations": [{"id": 2, "threadId": "../../etc/passwd", "ops": []}]})
+                    .to_string(),
+            ),
             StatusCode::BAD_REQUEST,
             "bad_request",
             "only letters, digits",
@@ -167,7 +185,12 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "bad_request",
             "start at 1",
         ),
-        (Body::from(format!("{{\"pad\": \"{}\"}}", "x".repeat(5000))), StatusCode::PAYLOAD_TOO_LARGE, "too_large", "4096 bytes"),
+        (
+            Body::from(format!("{{\"pad\": \"{}\"}}", "x".repeat(5000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "4096 bytes",
+        ),
     ];
     for (body, status, want_code, want_text) in cases {
         let (s, v) = a.push(TOKEN_A, body).await;

@@ -59,7 +59,10 @@ impl Drop for Server {
 }
 
 fn token(db: &str, team: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_threadsync")).args(["token", "create", "--team", team, "--db", db]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_threadsync"))
+        .args(["token", "create", "--team", team, "--db", db])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "the token alone, on one line");
@@ -112,7 +115,10 @@ fn suite(db: &str) {
     let second = append("c1", 2, "T-1", "m2", Some("m1"), false);
     push(&c, &s, &a, &second);
     let mut both = second.clone();
-    both["mutations"].as_array_mut().unwrap().push(append("c1", 3, "T-1", "m3", Some("m2"), false)["mutations"][0].clone());
+    both["mutations"]
+        .as_array_mut()
+        .unwrap()
+        .push(append("c1", 3, "T-1", "m3", Some("m2"), false)["mutations"][0].clone());
     let (_, v) = push(&c, &s, &a, &both);
     assert_eq!(v["results"][0]["status"], "duplicate");
     assert_eq!(v["results"][1]["status"], "applied");
@@ -158,7 +164,8 @@ fn suite(db: &str) {
     // Revoked: refused from then on.
     let c_tok = token(db, "team-c");
     let id = c_tok.split('_').nth(1).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_threadsync")).args(["token", "revoke", id, "--db", db]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_threadsync")).args(["token", "revoke", id, "--db", db]).output().unwrap();
     assert!(out.status.success());
     let listed = Command::new(env!("CARGO_BIN_EXE_threadsync")).args(["token", "list", "--db", db]).output().unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
@@ -189,8 +196,13 @@ fn suite(db: &str) {
             break;
         }
     }
-    push(&c, &s, &a, &json!({"clientId": "c1", "mutations": [{"id": 129, "threadId": "T-1", "ops": [
-        {"op": "append", "after": prev, "message": {"id": "small", "role": "user", "content": "k".repeat(1000)}}]}]}));
+    push(
+        &c,
+        &s,
+        &a,
+        &json!({"clientId": "c1", "mutations": [{"id": 129, "threadId": "T-1", "ops": [
+        {"op": "append", "after": prev, "message": {"id": "small", "role": "user", "content": "k".repeat(1000)}}]}]}),
+    );
     let r = c.get(s.url(&format!("/v1/pull?cursor={cursor}"))).bearer_auth(&a).send().unwrap();
     let body = r.bytes().unwrap();
     assert!(body.len() < 1600, "a 1 KB append pulled {} bytes", body.len());

@@ -85,7 +85,11 @@ fn scenarios(s: &dyn Store) {
     let batch = req(
         "c1",
         vec![
-            (1, "T1", vec![create.clone(), append("m1", None, json!("hello")), append("m2", Some("m1"), json!([{"t": 1}]))]),
+            (
+                1,
+                "T1",
+                vec![create.clone(), append("m1", None, json!("hello")), append("m2", Some("m1"), json!([{"t": 1}]))],
+            ),
             (2, "T1", vec![Op::SetTitle { title: "first".into(), base: String::new() }]),
         ],
     );
@@ -115,11 +119,8 @@ fn scenarios(s: &dyn Store) {
     assert!(!ids(s, &a, "T1").contains(&"m1".to_string()));
 
     // Edits, conflicts and gaps.
-    let r = do_push(
-        s,
-        &a,
-        &req("c2", vec![(3, "T1", vec![Op::SetTitle { title: "second".into(), base: String::new() }])]),
-    );
+    let r =
+        do_push(s, &a, &req("c2", vec![(3, "T1", vec![Op::SetTitle { title: "second".into(), base: String::new() }])]));
     assert_eq!(r.results[0].status, MutationStatus::Conflict);
     let r = do_push(s, &a, &req("c2", vec![(9, "T1", vec![])]));
     assert_eq!(r.results[0].status, MutationStatus::Gap);

@@ -34,7 +34,7 @@ use crate::merge::{Conflict, ConflictInfo, Doc, Limits, OpOutcome};
 use crate::model::{Message, MessageId, Thread, ThreadId};
 use crate::ops::{Op, diff};
 use crate::time::Time;
-use crate::wire::{ClientId, Cursor, Mutation, MutationStatus, PullResponse, PushRequest, PushResponse};
+use crate::wire::{ClientId, Cursor, Mutation, MutationStatus, OpResult, PullResponse, PushRequest, PushResponse};
 
 use self::flow::{Debouncer, Throttle};
 use self::monitor::{MetricsSnapshot, PerfMonitor, SyncKind, SyncSample};
@@ -1127,12 +1127,12 @@ impl SyncEngine {
                     let mut reasons = Vec::new();
                     for (i, p) in inflight.ops.into_iter().enumerate() {
                         match r.ops.get(i) {
-                            Some(OpOutcome::Conflict { conflict }) => {
+                            Some(OpResult::Conflict { conflict }) => {
                                 conflicts += 1;
                                 let c = make_conflict(&mut self.rng, now, &m.thread_id, conflict.clone(), &p);
                                 self.conflicts.push(c);
                             }
-                            Some(OpOutcome::Rejected { reason }) => {
+                            Some(OpResult::Rejected { reason }) => {
                                 reasons.push(reason.clone());
                                 refused.push(p.op);
                             }

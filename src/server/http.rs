@@ -127,12 +127,18 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("threadsync");
         let requests = Family::<RouteLabels, Counter>::default();
-        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
+        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
         let held = Gauge::default();
         let mutations = Family::<StatusLabel, Counter>::default();
         let (bytes_in, bytes_out) = (Counter::default(), Counter::default());
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency (held pulls included)", latency.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency (held pulls included)",
+            latency.clone(),
+        );
         registry.register("long_polls_held", "Pulls being held right now", held.clone());
         registry.register("push_mutations", "Pushed mutations by result", mutations.clone());
         registry.register("push_bytes", "Bytes of push bodies received (decompressed)", bytes_in.clone());
@@ -190,7 +196,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage failed");
         if e.transient {
-            ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is busy; retry") }
+            ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is busy; retry")
+            }
         } else {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it was logged on the server")
         }
@@ -209,12 +218,18 @@ impl IntoResponse for ApiError {
 }
 
 /// Runs blocking storage work off the async threads.
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, StoreError> + Send + 'static) -> Result<R, ApiError> {
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => {
             tracing::error!(error = %e, "storage task failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it was logged on the server"))
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; it was logged on the server",
+            ))
         }
     }
 }
@@ -321,12 +336,17 @@ async fn health() -> Json<serde_json::Value> {
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &s.metrics.registry).is_err() {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode metrics").into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode metrics")
+            .into_response();
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
-async fn push(State(s): State<AppState>, Team(team): Team, JsonBody(req, size): JsonBody<PushRequest>) -> Result<Response, ApiError> {
+async fn push(
+    State(s): State<AppState>,
+    Team(team): Team,
+    JsonBody(req, size): JsonBody<PushRequest>,
+) -> Result<Response, ApiError> {
     if req.mutations.len() > s.cfg.max_mutations {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -458,7 +478,8 @@ async fn thread(
     Query(q): Query<ThreadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = ThreadId::new(id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_thread_id", format!("bad thread id: {e}")))?;
+    let id = ThreadId::new(id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_thread_id", format!("bad thread id: {e}")))?;
     let (store, t, tid) = (s.store.clone(), team.clone(), id.clone());
     let limit = s.cfg.pull_limits.max_changes;
     let found = blocking(move || {
@@ -485,7 +506,11 @@ async fn thread(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no thread {id}")));
     };
     let etag = format!("\"v{}\"", doc.thread.v);
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let body = match changes {
@@ -503,7 +528,13 @@ async fn thread(
         }
     }
     .map_err(|e| StoreError::new(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::ETAG, HeaderValue::from_str(&etag).unwrap())], Body::from(body))
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::ETAG, HeaderValue::from_str(&etag).unwrap()),
+        ],
+        Body::from(body),
+    )
         .into_response())
 }
 

@@ -151,7 +151,10 @@ impl Store for PgStore {
         self.with(|conn| {
             if write {
                 // The team's write lock, held to commit.
-                conn.exec("INSERT INTO teams (team) VALUES (?1) ON CONFLICT (team) DO NOTHING", &[team.as_str().into()])?;
+                conn.exec(
+                    "INSERT INTO teams (team) VALUES (?1) ON CONFLICT (team) DO NOTHING",
+                    &[team.as_str().into()],
+                )?;
                 conn.query("SELECT head_seq FROM teams WHERE team = ?1 FOR UPDATE", &[team.as_str().into()])?;
             }
             let mut tx = SqlTx::new(conn, team);

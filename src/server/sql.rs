@@ -10,6 +10,7 @@
 //! effect without the message body, which a pull joins from `messages`: a
 //! message is stored once however often it is pulled.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::merge::{Doc, Head, Located};
@@ -137,18 +138,88 @@ fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::new(format!("stored JSON is unreadable: {e}"))
 }
 
-/// [`Tx`] over any [`Conn`]. The team's log head is read once and written
-/// back by [`SqlTx::finish`], inside the same transaction.
+/// [`Tx`] over any [`Conn`]. The team's log head and the rows of the threads
+/// a push touches are read once, kept here, and written back by
+/// [`SqlTx::finish`] inside the same transaction: an append then costs one
+/// lookup and two inserts.
 pub struct SqlTx<'c, C: Conn + ?Sized> {
     pub conn: &'c mut C,
     team: String,
     head: Option<(u64, u64)>,
     dirty: bool,
+    threads: HashMap<ThreadId, Option<ThreadRow>>,
+    /// The last message looked up (deleted or not): `decide` asks
+    /// "present?" and then "deleted?" about the same id.
+    probe: Option<(ThreadId, MessageId, Option<Vec<Val>>)>,
+}
+
+#[derive(Clone, Debug)]
+struct ThreadRow {
+    version: u64,
+    title: String,
+    env: serde_json::Value,
+    len: usize,
+    last: Option<MessageId>,
+    dirty: bool,
 }
 
 impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
     pub fn new(conn: &'c mut C, team: &TeamId) -> Self {
-        SqlTx { conn, team: team.as_str().to_string(), head: None, dirty: false }
+        SqlTx { conn, team: team.as_str().to_string(), head: None, dirty: false, threads: HashMap::new(), probe: None }
+    }
+
+    fn thread_row(&mut self, t: &ThreadId) -> Result<Option<&mut ThreadRow>, StoreError> {
+        if !self.threads.contains_key(t) {
+            let mut rows = self.conn.query(
+                "SELECT version, title, env, len, last_id FROM threads WHERE team = ?1 AND thread = ?2",
+                &[self.team(), t.as_str().into()],
+            )?;
+            let row = match rows.pop() {
+                None => None,
+                Some(r) => {
+                    let mut r = r.into_iter();
+                    Some(ThreadRow {
+                        version: r.next().unwrap().int()? as u64,
+                        title: r.next().unwrap().text()?,
+                        env: serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?,
+                        len: r.next().unwrap().int()? as usize,
+                        last: parse_id(r.next().unwrap())?,
+                        dirty: false,
+                    })
+                }
+            };
+            self.threads.insert(t.clone(), row);
+        }
+        Ok(self.threads.get_mut(t).and_then(|r| r.as_mut()))
+    }
+
+    fn touch(&mut self, t: &ThreadId, version: u64) -> Result<&mut ThreadRow, StoreError> {
+        let row = self.thread_row(t)?.ok_or_else(|| StoreError::new(format!("write to missing thread {t}")))?;
+        row.version = version;
+        row.dirty = true;
+        Ok(row)
+    }
+
+    /// Writes the cached thread rows that changed.
+    fn flush_threads(&mut self) -> Result<(), StoreError> {
+        let team = self.team();
+        for (t, row) in self.threads.iter_mut() {
+            let Some(row) = row.as_mut().filter(|r| r.dirty) else { continue };
+            self.conn.exec(
+                "UPDATE threads SET version = ?3, title = ?4, env = ?5, len = ?6, last_id = ?7 WHERE team = ?1 AND thread = ?2",
+                &[
+                    team.clone(),
+                    t.as_str().into(),
+                    row.version.into(),
+                    row.title.as_str().into(),
+                    row.env.to_string().into(),
+                    row.len.into(),
+                    row.last.as_ref().map(|l| l.as_str()).into(),
+                ],
+            )?;
+            row.dirty = false;
+        }
+        Ok(())
     }
 
     fn team(&self) -> Val {
@@ -171,6 +242,7 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
 
     /// Writes the log head back. Returns the new head if anything changed.
     pub fn finish(mut self) -> Result<Option<u64>, StoreError> {
+        self.flush_threads()?;
         if !self.dirty {
             return Ok(None);
         }
@@ -187,12 +259,23 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
         self.conn.query(sql, params)
     }
 
+    /// The row (pos, after, body) of a message with the given deleted flag.
     fn message_row(&mut self, t: &ThreadId, id: &MessageId, deleted: i64) -> Result<Option<Vec<Val>>, StoreError> {
-        let mut rows = self.rows(
-            "SELECT pos, after, body FROM messages WHERE team = ?1 AND thread = ?2 AND id = ?3 AND deleted = ?4",
-            &[self.team(), t.as_str().into(), id.as_str().into(), Val::Int(deleted)],
-        )?;
-        Ok(rows.pop())
+        let cached = matches!(&self.probe, Some((pt, pid, _)) if pt == t && pid == id);
+        if !cached {
+            let row = self
+                .rows(
+                    "SELECT pos, after, body, deleted FROM messages WHERE team = ?1 AND thread = ?2 AND id = ?3",
+                    &[self.team(), t.as_str().into(), id.as_str().into()],
+                )?
+                .pop();
+            self.probe = Some((t.clone(), id.clone(), row));
+        }
+        let Some((_, _, row)) = &self.probe else { unreachable!("just set") };
+        Ok(match row {
+            Some(r) if r[3].int()? == deleted => Some(r[..3].to_vec()),
+            _ => None,
+        })
     }
 }
 
@@ -223,18 +306,9 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     }
 
     fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError> {
-        let mut rows = self.rows(
-            "SELECT version, title, env, len, last_id FROM threads WHERE team = ?1 AND thread = ?2",
-            &[self.team(), t.as_str().into()],
-        )?;
-        let Some(r) = rows.pop() else { return Ok(None) };
-        let mut r = r.into_iter();
-        let version = r.next().unwrap().int()? as u64;
-        let title = r.next().unwrap().text()?;
-        let env = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
-        let len = r.next().unwrap().int()? as usize;
-        let last = parse_id(r.next().unwrap())?;
-        Ok(Some((version, Head { title, env, len, last })))
+        Ok(self.thread_row(t)?.map(|r| {
+            (r.version, Head { title: r.title.clone(), env: r.env.clone(), len: r.len, last: r.last.clone() })
+        }))
     }
 
     fn message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<Located>, StoreError> {
@@ -284,6 +358,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     }
 
     fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect) -> Result<u64, StoreError> {
+        self.probe = None;
         let team = self.team();
         let thread: Val = t.as_str().into();
         let mut msg_id = Val::Null;
@@ -294,15 +369,12 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                      VALUES (?1, ?2, ?3, ?4, '', ?5, 0, NULL)",
                     &[team.clone(), thread.clone(), version.into(), Val::Int(*created), env.to_string().into()],
                 )?;
+                let row =
+                    ThreadRow { version, title: String::new(), env: env.clone(), len: 0, last: None, dirty: false };
+                self.threads.insert(t.clone(), Some(row));
             }
             Effect::Insert { index, after, message } => {
-                let row = self
-                    .rows("SELECT len, last_id FROM threads WHERE team = ?1 AND thread = ?2", &[team.clone(), thread.clone()])?
-                    .pop()
-                    .ok_or_else(|| StoreError::new(format!("insert into missing thread {t}")))?;
-                let mut row = row.into_iter();
-                let len = row.next().unwrap().int()? as usize;
-                let last = row.next().unwrap();
+                let len = self.touch(t, version)?.len;
                 if *index < len {
                     self.conn.exec(
                         "UPDATE messages SET pos = pos + 1 WHERE team = ?1 AND thread = ?2 AND pos >= ?3",
@@ -321,15 +393,17 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                         body.into(),
                     ],
                 )?;
-                let last = if *index == len { message.id.as_str().into() } else { last };
-                self.conn.exec(
-                    "UPDATE threads SET version = ?3, len = len + 1, last_id = ?4 WHERE team = ?1 AND thread = ?2",
-                    &[team.clone(), thread.clone(), version.into(), last],
-                )?;
+                let row = self.touch(t, version)?;
+                if *index == row.len {
+                    row.last = Some(message.id.clone());
+                }
+                row.len += 1;
                 msg_id = message.id.as_str().into();
             }
             Effect::Edit { id, content } => {
-                let row = self.message_row(t, id, 0)?.ok_or_else(|| StoreError::new(format!("edit of missing {id}")))?;
+                let row =
+                    self.message_row(t, id, 0)?.ok_or_else(|| StoreError::new(format!("edit of missing {id}")))?;
+                self.probe = None;
                 let mut m = Arc::unwrap_or_clone(parse_message(row[2].clone())?);
                 m.content = content.clone();
                 let body = serde_json::to_string(&m).map_err(json_err)?;
@@ -337,27 +411,17 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                     "UPDATE messages SET body = ?4 WHERE team = ?1 AND thread = ?2 AND id = ?3",
                     &[team.clone(), thread.clone(), id.as_str().into(), body.into()],
                 )?;
-                self.bump(t, version)?;
+                self.touch(t, version)?;
             }
             Effect::Delete { id } => {
                 self.conn.exec(
                     "UPDATE messages SET deleted = 1 WHERE team = ?1 AND thread = ?2 AND id = ?3",
                     &[team.clone(), thread.clone(), id.as_str().into()],
                 )?;
-                self.bump(t, version)?;
+                self.touch(t, version)?;
             }
-            Effect::Title { title } => {
-                self.conn.exec(
-                    "UPDATE threads SET title = ?3, version = ?4 WHERE team = ?1 AND thread = ?2",
-                    &[team.clone(), thread.clone(), title.as_str().into(), version.into()],
-                )?;
-            }
-            Effect::Env { env } => {
-                self.conn.exec(
-                    "UPDATE threads SET env = ?3, version = ?4 WHERE team = ?1 AND thread = ?2",
-                    &[team.clone(), thread.clone(), env.to_string().into(), version.into()],
-                )?;
-            }
+            Effect::Title { title } => self.touch(t, version)?.title.clone_from(title),
+            Effect::Env { env } => self.touch(t, version)?.env = env.clone(),
         }
         // The log entry, without the message body (joined back on pull).
         let stored = match effect {
@@ -397,6 +461,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     }
 
     fn thread_changes(&mut self, t: &ThreadId, after_version: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        self.flush_threads()?;
         let rows = self.rows(
             "SELECT c.seq, c.thread, c.version, c.effect, m.body FROM changes c
              LEFT JOIN messages m ON m.team = c.team AND m.thread = c.thread AND m.id = c.msg_id
@@ -407,6 +472,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     }
 
     fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError> {
+        self.flush_threads()?;
         let mut rows = self.rows(
             "SELECT version, created, title, env FROM threads WHERE team = ?1 AND thread = ?2",
             &[self.team(), t.as_str().into()],
@@ -447,7 +513,8 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         )?;
         let mut docs = Vec::with_capacity(rows.len());
         for r in rows {
-            let id = ThreadId::new(r.into_iter().next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
+            let id =
+                ThreadId::new(r.into_iter().next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
             docs.extend(self.doc(&id)?);
         }
         Ok(docs)
@@ -455,14 +522,6 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
 }
 
 impl<C: Conn + ?Sized> SqlTx<'_, C> {
-    fn bump(&mut self, t: &ThreadId, version: u64) -> Result<(), StoreError> {
-        self.conn.exec(
-            "UPDATE threads SET version = ?3 WHERE team = ?1 AND thread = ?2",
-            &[self.team(), t.as_str().into(), version.into()],
-        )?;
-        Ok(())
-    }
-
     /// Drops all but the newest `keep` changes of the team's log (cursors
     /// older than that then refetch).
     pub fn compact(&mut self, keep: u64) -> Result<(), StoreError> {
@@ -499,9 +558,9 @@ pub fn insert_token(conn: &mut dyn Conn, id: &str, team: &TeamId, hash: &str, no
 pub fn team_for_token(conn: &mut dyn Conn, hash: &str) -> Result<Option<TeamId>, StoreError> {
     let rows = conn.query("SELECT team FROM tokens WHERE hash = ?1 AND revoked IS NULL", &[hash.into()])?;
     match rows.into_iter().next() {
-        Some(r) => Ok(Some(
-            TeamId::new(r.into_iter().next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?,
-        )),
+        Some(r) => {
+            Ok(Some(TeamId::new(r.into_iter().next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?))
+        }
         None => Ok(None),
     }
 }
@@ -526,7 +585,8 @@ pub fn list_tokens(conn: &mut dyn Conn) -> Result<Vec<TokenInfo>, StoreError> {
 
 /// Revokes the tokens whose id starts with `prefix`; returns them.
 pub fn revoke_tokens(conn: &mut dyn Conn, prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
-    let hits: Vec<TokenInfo> = list_tokens(conn)?.into_iter().filter(|t| t.id.starts_with(prefix) && t.revoked.is_none()).collect();
+    let hits: Vec<TokenInfo> =
+        list_tokens(conn)?.into_iter().filter(|t| t.id.starts_with(prefix) && t.revoked.is_none()).collect();
     for t in &hits {
         conn.exec("UPDATE tokens SET revoked = ?2 WHERE id = ?1", &[t.id.as_str().into(), Val::Int(now)])?;
     }
@@ -535,19 +595,19 @@ pub fn revoke_tokens(conn: &mut dyn Conn, prefix: &str, now: i64) -> Result<Vec<
 
 fn decode_changes(rows: Vec<Vec<Val>>) -> Result<Vec<Change>, StoreError> {
     rows.into_iter()
-            .map(|r| {
-                let mut r = r.into_iter();
-                let seq = r.next().unwrap().int()? as u64;
-                let thread_id = ThreadId::new(r.next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
-                let version = r.next().unwrap().int()? as u64;
-                let mut effect: serde_json::Value = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
-                if let Some(body) = r.next().unwrap().opt_text()? {
-                    let obj = effect.as_object_mut().ok_or_else(|| StoreError::new("stored effect is not an object"))?;
-                    obj.remove("id");
-                    obj.insert("message".into(), serde_json::from_str(&body).map_err(json_err)?);
-                }
-                let effect = serde_json::from_value(effect).map_err(json_err)?;
-                Ok(Change { seq, thread_id, version, effect })
-            })
-            .collect()
+        .map(|r| {
+            let mut r = r.into_iter();
+            let seq = r.next().unwrap().int()? as u64;
+            let thread_id = ThreadId::new(r.next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?;
+            let version = r.next().unwrap().int()? as u64;
+            let mut effect: serde_json::Value = serde_json::from_str(&r.next().unwrap().text()?).map_err(json_err)?;
+            if let Some(body) = r.next().unwrap().opt_text()? {
+                let obj = effect.as_object_mut().ok_or_else(|| StoreError::new("stored effect is not an object"))?;
+                obj.remove("id");
+                obj.insert("message".into(), serde_json::from_str(&body).map_err(json_err)?);
+            }
+            let effect = serde_json::from_value(effect).map_err(json_err)?;
+            Ok(Change { seq, thread_id, version, effect })
+        })
+        .collect()
 }

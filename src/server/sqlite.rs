@@ -21,10 +21,8 @@ pub struct SqliteStore {
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
-    let transient = matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    );
+    let transient =
+        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
     StoreError { message: format!("sqlite: {e}"), transient }
 }
 
@@ -80,7 +78,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::new(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::new(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut writer = open_conn(path)?;
         let tx = writer.transaction().map_err(err)?;
