@@ -246,6 +246,17 @@ async fn compressed_bodies_are_limited_after_decompression() {
         .unwrap();
     let (s, _, v) = a.call(req).await;
     assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+
+    // Answers are compressed when the client accepts it (here zstd and gzip).
+    for enc in ["gzip", "zstd"] {
+        let req = Request::get("/v1/pull?cursor=0")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN_A}"))
+            .header(header::ACCEPT_ENCODING, enc)
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(a.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.headers()[header::CONTENT_ENCODING], enc);
+    }
 }
 
 #[tokio::test]
