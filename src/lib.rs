@@ -4,6 +4,7 @@
 //! decision and performs no I/O; see ARCHITECTURE.md.
 
 pub mod engine;
+pub mod lsp;
 pub mod merge;
 pub mod model;
 pub mod ops;

@@ -1,6 +1,5 @@
 //! The `threadsync` binary: `serve` (the sync server), `token` (bearer
-//! tokens), `check` (thread files). The editor sidecar (`lsp`) arrives with
-//! its issue.
+//! tokens), `lsp` (the editor sidecar), `check` (thread files).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +45,8 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The editor sidecar: JSON-RPC (LSP framing) on stdin/stdout.
+    Lsp,
     /// Checks thread files (`<threadId>.json`) the way the sidecar reads them.
     Check {
         /// Thread files to check.
@@ -103,6 +104,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Lsp => threadsync::lsp::run(),
         Command::Check { files } => check(&files),
     }
 }

@@ -1,0 +1,96 @@
+//! The sidecar's HTTP client: turns the engine's requests into calls to
+//! `threadsync serve` and the answers (or failures) back into engine inputs.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::engine::PullOutcome;
+use crate::engine::retry::Failure;
+use crate::wire::{Cursor, PullResponse, PushRequest, PushResponse};
+
+#[derive(Clone)]
+pub struct Net {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+impl Net {
+    pub fn new(server: &str, token: Option<String>) -> Net {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .expect("the HTTP client builds");
+        Net { http, server: server.to_string(), token }
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub async fn push(&self, body: &PushRequest, timeout: Duration) -> Result<PushResponse, Failure> {
+        let r = self.auth(self.http.post(format!("{}/v1/push", self.server)).json(body).timeout(timeout)).send().await;
+        decode(r).await
+    }
+
+    pub async fn pull(&self, cursor: Option<&Cursor>, wait: Option<Duration>, timeout: Duration) -> PullOutcome {
+        let mut url = format!("{}/v1/pull?cursor={}", self.server, cursor.map(|c| c.to_string()).unwrap_or_default());
+        if let Some(w) = wait {
+            url.push_str(&format!("&wait={}", w.as_secs()));
+        }
+        let r = self.auth(self.http.get(url).timeout(timeout)).send().await;
+        if let Ok(resp) = &r {
+            if resp.status() == StatusCode::GONE {
+                return PullOutcome::Refetch;
+            }
+        }
+        match decode::<PullResponse>(r).await {
+            Ok(p) => PullOutcome::Ok(p),
+            Err(f) => PullOutcome::Failed(f),
+        }
+    }
+
+    pub async fn probe(&self, timeout: Duration) -> Result<(), Failure> {
+        let r = self.http.get(format!("{}/healthz", self.server)).timeout(timeout).send().await;
+        decode::<serde_json::Value>(r).await.map(|_| ())
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(r: reqwest::Result<reqwest::Response>) -> Result<T, Failure> {
+    let resp = r.map_err(failure)?;
+    let status = resp.status();
+    if status.is_success() {
+        return resp.json().await.map_err(|e| Failure::Http {
+            status: 502,
+            retry_after: None,
+            message: format!("unreadable answer from the server: {e}"),
+        });
+    }
+    let retry_after =
+        resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse().ok()).map(Duration::from_secs);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let message = body["message"].as_str().unwrap_or_default().to_string();
+    Err(Failure::Http { status: status.as_u16(), retry_after, message })
+}
+
+fn failure(e: reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        Failure::Timeout
+    } else {
+        // The chain says why (refused, reset, DNS); without the URL, which
+        // is the user's own configuration anyway.
+        let e = e.without_url();
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg = format!("{msg}: {s}");
+            source = s.source();
+        }
+        Failure::Network(msg)
+    }
+}

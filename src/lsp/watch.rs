@@ -1,0 +1,44 @@
+//! Watches `threadsDir` (only that directory) for thread files changed by an
+//! assistant. If the OS watcher cannot start (e.g. inotify limits), falls
+//! back to rescanning every 2 seconds rather than failing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::lsp::driver::Cmd;
+
+pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
+    let events = tx.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if !(ev.kind.is_access() || ev.kind.is_other()) => {
+            let _ = events.send(Cmd::Files(ev.paths));
+        }
+        Ok(_) => {}
+        // Events may have been lost: read everything again.
+        Err(_) => {
+            let _ = events.send(Cmd::Rescan);
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    match watcher {
+        Ok(w) => {
+            // The watcher lives as long as the process.
+            std::mem::forget(w);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the threads directory; rescanning every 2 s instead");
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tick.tick().await;
+                    if tx.send(Cmd::Rescan).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
