@@ -614,14 +614,13 @@ impl SyncEngine {
             .ok_or_else(|| format!("no conflict {conflict_id}"))?;
         let c = self.conflicts.remove(i);
         self.absorb_snapshot(now, &c.thread_id);
-        if choose == Choice::Local {
-            if let Some(t) = self.threads.get(&c.thread_id) {
-                if let Some(op) = c.choose_local(&t.local) {
-                    self.add_ops(now, &c.thread_id, vec![op]);
-                    self.write_local(&c.thread_id, Origin::Local);
-                    self.schedule_batch(now);
-                }
-            }
+        if choose == Choice::Local
+            && let Some(t) = self.threads.get(&c.thread_id)
+            && let Some(op) = c.choose_local(&t.local)
+        {
+            self.add_ops(now, &c.thread_id, vec![op]);
+            self.write_local(&c.thread_id, Origin::Local);
+            self.schedule_batch(now);
         }
         self.actions.push_back(Action::SaveConflicts { conflicts: self.conflicts.clone() });
         self.update_status(now);
@@ -1170,13 +1169,13 @@ impl SyncEngine {
             lane.client = ClientId::new(format!("c-{fresh}{}", if li == BULK { "-bulk" } else { "" })).expect("valid");
             lane.next_id = 1;
             for m in std::mem::take(&mut lane.outstanding) {
-                if let Some(t) = self.threads.get_mut(&m.thread_id) {
-                    if let Some(i) = t.inflight.take() {
-                        let mut ops = i.ops;
-                        ops.iter_mut().for_each(|p| p.maybe_sent = true);
-                        ops.append(&mut t.pending);
-                        t.pending = ops;
-                    }
+                if let Some(t) = self.threads.get_mut(&m.thread_id)
+                    && let Some(i) = t.inflight.take()
+                {
+                    let mut ops = i.ops;
+                    ops.iter_mut().for_each(|p| p.maybe_sent = true);
+                    ops.append(&mut t.pending);
+                    t.pending = ops;
                 }
                 self.save_outbox(&m.thread_id);
             }
@@ -1219,10 +1218,10 @@ impl SyncEngine {
                 let m = lane.outstanding.remove(0);
                 for (k, later) in lane.outstanding.iter_mut().enumerate() {
                     later.id = m.id + k as u64;
-                    if let Some(t) = self.threads.get_mut(&later.thread_id) {
-                        if let Some(i) = t.inflight.as_mut() {
-                            i.mutation = later.id;
-                        }
+                    if let Some(t) = self.threads.get_mut(&later.thread_id)
+                        && let Some(i) = t.inflight.as_mut()
+                    {
+                        i.mutation = later.id;
                     }
                 }
                 lane.next_id = m.id + lane.outstanding.len() as u64;

@@ -74,6 +74,14 @@ pub fn read_thread_file(path: &Path, id: &ThreadId) -> FileRead {
     }
 }
 
+/// What a restart reads: the engine's input, files that could not be read
+/// (thread, why), and the hash of each thread file read.
+pub struct Restore {
+    pub restored: Restored,
+    pub errors: Vec<(ThreadId, String)>,
+    pub hashes: BTreeMap<ThreadId, [u8; 32]>,
+}
+
 /// The state directory's layout.
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -133,7 +141,7 @@ impl StateDir {
     }
 
     /// Everything a restarting engine needs, plus the thread files.
-    pub fn restore(&self, threads_dir: &Path) -> (Restored, Vec<(ThreadId, String)>, BTreeMap<ThreadId, [u8; 32]>) {
+    pub fn restore(&self, threads_dir: &Path) -> Restore {
         let mut r = Restored::default();
         let mut errors = Vec::new();
         let mut hashes = BTreeMap::new();
@@ -167,6 +175,6 @@ impl StateDir {
                 },
             }
         }
-        (r, errors, hashes)
+        Restore { restored: r, errors, hashes }
     }
 }

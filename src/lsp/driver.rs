@@ -13,7 +13,9 @@ use tower_lsp_server::Client;
 use tower_lsp_server::lsp_types::MessageType;
 
 use crate::engine::retry::Failure;
-use crate::engine::{Action, Choice, EngineConfig, LocalOp, LocalResult, PullOutcome, ReqId, State, Status, SyncEngine};
+use crate::engine::{
+    Action, Choice, EngineConfig, LocalOp, LocalResult, PullOutcome, ReqId, State, Status, SyncEngine,
+};
 use crate::lsp::config::Config;
 use crate::lsp::disk::{self, FileRead, StateDir};
 use crate::lsp::net::Net;
@@ -25,9 +27,20 @@ use crate::wire::PushResponse;
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 pub enum Cmd {
-    Local { thread: Option<ThreadId>, op: LocalOp, reply: Reply<LocalResult> },
-    ForceSync { thread: Option<ThreadId>, reply: Reply<()> },
-    Resolve { id: String, choose: Choice, reply: Reply<()> },
+    Local {
+        thread: Option<ThreadId>,
+        op: LocalOp,
+        reply: Reply<LocalResult>,
+    },
+    ForceSync {
+        thread: Option<ThreadId>,
+        reply: Reply<()>,
+    },
+    Resolve {
+        id: String,
+        choose: Choice,
+        reply: Reply<()>,
+    },
     /// A read of engine state, answered inside the closure.
     Read(Box<dyn FnOnce(&SyncEngine) + Send>),
     Files(Vec<PathBuf>),
@@ -91,11 +104,18 @@ pub fn status_json(s: &Status) -> Value {
 }
 
 impl Driver {
-    pub fn start(cfg: Config, client: Client, status: watch::Sender<Value>) -> Result<mpsc::UnboundedSender<Cmd>, String> {
-        std::fs::create_dir_all(&cfg.threads_dir).map_err(|e| format!("cannot create {}: {e}", cfg.threads_dir.display()))?;
-        let state = StateDir::open(cfg.state_dir.clone()).map_err(|e| format!("cannot use {}: {e}", cfg.state_dir.display()))?;
-        let (restored, errors, known) = state.restore(&cfg.threads_dir);
-        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    pub fn start(
+        cfg: Config,
+        client: Client,
+        status: watch::Sender<Value>,
+    ) -> Result<mpsc::UnboundedSender<Cmd>, String> {
+        std::fs::create_dir_all(&cfg.threads_dir)
+            .map_err(|e| format!("cannot create {}: {e}", cfg.threads_dir.display()))?;
+        let state = StateDir::open(cfg.state_dir.clone())
+            .map_err(|e| format!("cannot use {}: {e}", cfg.state_dir.display()))?;
+        let disk::Restore { restored, errors, hashes: known } = state.restore(&cfg.threads_dir);
+        let wall =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let clock = (Instant::now(), wall);
         let engine_cfg = EngineConfig { poll: cfg.poll, ..EngineConfig::default() };
         let seed = wall ^ u64::from(std::process::id()).rotate_left(32);
@@ -293,7 +313,9 @@ impl Driver {
             Action::Rollback { thread_id, reason, ops } => {
                 let now = self.now().as_millis();
                 self.persist("rejected", self.state.save_rejected(&thread_id, &ops, &reason, now));
-                self.client.send_notification::<notify::Rollback>(json!({ "threadId": thread_id, "reason": reason })).await;
+                self.client
+                    .send_notification::<notify::Rollback>(json!({ "threadId": thread_id, "reason": reason }))
+                    .await;
             }
             Action::SyncDone { ticket, result } => {
                 if let Some(reply) = self.tickets.remove(&ticket) {

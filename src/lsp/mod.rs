@@ -90,7 +90,13 @@ impl Backend {
         let (status_tx, _) = tokio::sync::watch::channel(json!({
             "state": "syncing", "pending": 0, "conflicts": 0, "online": false, "lastSync": null, "message": "starting"
         }));
-        Backend { client, init_options: Mutex::new(Options::default()), driver: Mutex::new(None), status_tx, lock: Mutex::new(None) }
+        Backend {
+            client,
+            init_options: Mutex::new(Options::default()),
+            driver: Mutex::new(None),
+            status_tx,
+            lock: Mutex::new(None),
+        }
     }
 
     fn driver(&self) -> Result<mpsc::UnboundedSender<Cmd>> {
@@ -188,7 +194,8 @@ impl Backend {
 
     pub async fn set_title(&self, p: TitleParams) -> Result<Value> {
         let id = thread_id(&p.thread_id)?;
-        let r = self.ask(|reply| Cmd::Local { thread: Some(id), op: LocalOp::SetTitle { title: p.title }, reply }).await?;
+        let r =
+            self.ask(|reply| Cmd::Local { thread: Some(id), op: LocalOp::SetTitle { title: p.title }, reply }).await?;
         Ok(json!({ "version": r.version }))
     }
 
@@ -217,7 +224,10 @@ impl LanguageServer for Backend {
                 }),
                 ..Default::default()
             },
-            server_info: Some(ServerInfo { name: "threadsync".into(), version: Some(env!("CARGO_PKG_VERSION").into()) }),
+            server_info: Some(ServerInfo {
+                name: "threadsync".into(),
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+            }),
         })
     }
 
@@ -263,12 +273,10 @@ impl LanguageServer for Backend {
                 Ok(Some(json!({ "ok": true })))
             }
             RESOLVE_CONFLICT => {
-                let arg: ResolveArg = params
-                    .arguments
-                    .first()
-                    .cloned()
-                    .and_then(|a| serde_json::from_value(a).ok())
-                    .ok_or_else(|| invalid("resolveConflict takes [{ \"conflictId\": …, \"choose\": \"local\" | \"remote\" }]"))?;
+                let arg: ResolveArg =
+                    params.arguments.first().cloned().and_then(|a| serde_json::from_value(a).ok()).ok_or_else(
+                        || invalid("resolveConflict takes [{ \"conflictId\": …, \"choose\": \"local\" | \"remote\" }]"),
+                    )?;
                 let choose = match arg.choose.as_str() {
                     "local" => Choice::Local,
                     "remote" => Choice::Remote,

@@ -44,10 +44,10 @@ impl Net {
             url.push_str(&format!("&wait={}", w.as_secs()));
         }
         let r = self.auth(self.http.get(url).timeout(timeout)).send().await;
-        if let Ok(resp) = &r {
-            if resp.status() == StatusCode::GONE {
-                return PullOutcome::Refetch;
-            }
+        if let Ok(resp) = &r
+            && resp.status() == StatusCode::GONE
+        {
+            return PullOutcome::Refetch;
         }
         match decode::<PullResponse>(r).await {
             Ok(p) => PullOutcome::Ok(p),
@@ -71,8 +71,11 @@ async fn decode<T: serde::de::DeserializeOwned>(r: reqwest::Result<reqwest::Resp
             message: format!("unreadable answer from the server: {e}"),
         });
     }
-    let retry_after =
-        resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse().ok()).map(Duration::from_secs);
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        .map(Duration::from_secs);
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     let message = body["message"].as_str().unwrap_or_default().to_string();
     Err(Failure::Http { status: status.as_u16(), retry_after, message })

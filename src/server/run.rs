@@ -134,10 +134,10 @@ async fn listen_for_changes(url: String, hub: Arc<Hub>) {
                     while let Some(msg) = messages.next().await {
                         match msg {
                             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                if let Some((team, head)) = n.payload().rsplit_once(':') {
-                                    if let (Ok(team), Ok(head)) = (TeamId::new(team), head.parse()) {
-                                        hub.notify(&team, head);
-                                    }
+                                if let Some((team, head)) = n.payload().rsplit_once(':')
+                                    && let (Ok(team), Ok(head)) = (TeamId::new(team), head.parse())
+                                {
+                                    hub.notify(&team, head);
                                 }
                             }
                             Ok(_) => {}

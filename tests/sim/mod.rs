@@ -374,13 +374,13 @@ impl Sim {
                 return;
             }
         }
-        if let Req::Push(body) = &req {
-            if self.rng.random_bool(self.faults.duplicate) {
-                // The same bytes arrive twice (a proxy retried them).
-                let at = self.now + self.delay() + self.delay();
-                let dup = Req::Push(body.clone());
-                self.schedule(at, Event::Arrive { client: c, epoch, req_id, req: dup, deadline, replay: true });
-            }
+        if let Req::Push(body) = &req
+            && self.rng.random_bool(self.faults.duplicate)
+        {
+            // The same bytes arrive twice (a proxy retried them).
+            let at = self.now + self.delay() + self.delay();
+            let dup = Req::Push(body.clone());
+            self.schedule(at, Event::Arrive { client: c, epoch, req_id, req: dup, deadline, replay: true });
         }
         let at = self.now + self.delay();
         self.schedule(at, Event::Arrive { client: c, epoch, req_id, req, deadline, replay: false });
@@ -588,11 +588,11 @@ impl Sim {
         }
         for c in 0..self.clients.len() {
             let now = self.now;
-            if let Some(e) = self.clients[c].engine.as_mut() {
-                if e.poll_timeout().is_some_and(|at| at <= now) {
-                    e.handle_timeout(now);
-                    self.pump(c);
-                }
+            if let Some(e) = self.clients[c].engine.as_mut()
+                && e.poll_timeout().is_some_and(|at| at <= now)
+            {
+                e.handle_timeout(now);
+                self.pump(c);
             }
         }
     }
@@ -905,14 +905,14 @@ impl Sim {
                     continue;
                 }
                 if let Some((t, p)) = position.get(m) {
-                    if let Some((prev, prev_id)) = last.get(t) {
-                        if p < prev {
-                            return Err(format!(
-                                "client {c}'s message {m} (at {p}) is out of its writer's order in {t}: \
+                    if let Some((prev, prev_id)) = last.get(t)
+                        && p < prev
+                    {
+                        return Err(format!(
+                            "client {c}'s message {m} (at {p}) is out of its writer's order in {t}: \
                                  it was written after {prev_id} (at {prev}); server order: {:?}",
-                                server[t].thread.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>()
-                            ));
-                        }
+                            server[t].thread.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>()
+                        ));
                     }
                     last.insert(t, (*p, m));
                 }
