@@ -7,6 +7,7 @@ pub mod disk;
 pub mod driver;
 pub mod net;
 pub mod notify;
+pub mod stdio;
 pub mod watch;
 
 use std::fs::File;
@@ -152,11 +153,11 @@ impl Backend {
         }
     }
 
-    pub async fn get_status(&self) -> Result<Value> {
+    pub async fn get_status(&self, _: Option<Value>) -> Result<Value> {
         Ok(self.status_tx.borrow().clone())
     }
 
-    pub async fn list_threads(&self) -> Result<Value> {
+    pub async fn list_threads(&self, _: Option<Value>) -> Result<Value> {
         self.read(|e| {
             let threads: Vec<Value> = e
                 .thread_ids()
@@ -199,11 +200,17 @@ impl Backend {
         Ok(json!({ "version": r.version }))
     }
 
-    pub async fn list_conflicts(&self) -> Result<Value> {
+    pub async fn list_conflicts(&self, _: Option<Value>) -> Result<Value> {
         self.read(|e| json!({ "conflicts": e.conflicts() })).await
     }
 
-    pub async fn metrics(&self) -> Result<Value> {
+    /// Answers a message the transport guard could not parse (see `stdio`).
+    pub async fn parse_error(&self, p: Value) -> Result<Value> {
+        let message = p["message"].as_str().unwrap_or("Parse error").to_string();
+        Err(Error { code: ErrorCode::ParseError, message: format!("Parse error: {message}").into(), data: None })
+    }
+
+    pub async fn metrics(&self, _: Option<Value>) -> Result<Value> {
         self.read(|e| json!({ "sync": e.metrics(), "pendingThreads": e.pending_threads().len() })).await
     }
 }
@@ -354,8 +361,9 @@ pub fn run() -> ExitCode {
             .custom_method("threadsync/setTitle", Backend::set_title)
             .custom_method("threadsync/listConflicts", Backend::list_conflicts)
             .custom_method("threadsync/metrics", Backend::metrics)
+            .custom_method(stdio::PARSE_ERROR_METHOD, Backend::parse_error)
             .finish();
-        Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).serve(service).await;
+        Server::new(stdio::guard(tokio::io::stdin()), tokio::io::stdout(), socket).serve(service).await;
     });
     // `exit`, or stdin closed: state is on disk already; leave at once
     // (without waiting for the blocking stdin reader).
