@@ -260,6 +260,59 @@ fn contents(t: &Value) -> Vec<Value> {
     t["messages"].as_array().unwrap().iter().map(|m| m["content"].clone()).collect()
 }
 
+/// A loopback TCP proxy the test can cut (every connection dropped, new ones
+/// refused at once) and heal.
+struct Proxy {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let (target, up2, conns2) = (target.to_string(), up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+                conns2.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 const T: Duration = Duration::from_secs(20);
 
 // ----- tests -------------------------------------------------------------------
@@ -514,4 +567,130 @@ fn the_sidecar_never_outlives_its_editor() {
     editor.kill().unwrap();
     editor.wait().unwrap();
     assert!(c.exited_within(Duration::from_millis(1500)), "after the editor died");
+}
+
+/// The seed's network-partition case, for real: cut off, a client queues its
+/// changes (status offline, one thread pending); healed, everything arrives
+/// and the status returns to synced.
+#[test]
+fn a_partition_queues_changes_and_healing_delivers_them() {
+    let dir = common::TempDir::new("lsp-part");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let proxy = Proxy::start(&server.addr);
+    let a_dir = dir.0.join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let opts = json!({ "server": proxy.url(), "token": token, "threadsDir": a_dir.join("threads"), "stateDir": a_dir.join("state") });
+    let mut a = Sidecar::spawn(&a_dir, opts, None);
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    a.wait_status("synced", T);
+    let id = a.ok("threadsync/createThread", json!({ "title": "p" }))["threadId"].as_str().unwrap().to_string();
+    a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "Online message" }));
+    b.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 1);
+
+    proxy.cut();
+    a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "Offline message 1" }));
+    a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "Offline message 2" }));
+    let st = a.wait_status("offline", T);
+    assert_eq!(st["params"]["online"], false);
+    let st = a.ok("threadsync/getStatus", json!({}));
+    assert_eq!((st["state"].as_str(), st["pending"].as_u64()), (Some("offline"), Some(1)), "{st}");
+    // Visible locally at once (optimistic), not yet elsewhere.
+    assert_eq!(a.ok("threadsync/getThread", json!({ "threadId": id }))["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(b.ok("threadsync/getThread", json!({ "threadId": id }))["messages"].as_array().unwrap().len(), 1);
+
+    proxy.heal();
+    let tb = b.wait_thread(&id, Duration::from_secs(40), |t| t["messages"].as_array().unwrap().len() == 3);
+    assert_eq!(contents(&tb), [json!("Online message"), json!("Offline message 1"), json!("Offline message 2")]);
+    a.wait_status("synced", T);
+    assert_eq!(a.ok("threadsync/getStatus", json!({}))["pending"], 0);
+}
+
+/// kill -9 of the server during a stream of appends, then a restart: every
+/// message arrives, once, in order.
+#[test]
+fn a_server_crash_during_a_stream_loses_and_duplicates_nothing() {
+    let dir = common::TempDir::new("lsp-srvkill");
+    let mut server = Server::start(&dir.0);
+    let token = server.token("team");
+    let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    a.wait_status("synced", T);
+    let id = a.ok("threadsync/createThread", json!({ "title": "stream" }))["threadId"].as_str().unwrap().to_string();
+    let addr = server.addr.clone();
+    for i in 0..60 {
+        a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": format!("m{i}") }));
+        if i == 20 {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+        if i == 40 {
+            // Same address, same database file.
+            server = Server::start_on(&server.db.clone(), &addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let want: Vec<Value> = (0..60).map(|i| json!(format!("m{i}"))).collect();
+    let tb = b.wait_thread(&id, Duration::from_secs(60), |t| t["messages"].as_array().unwrap().len() >= 60);
+    assert_eq!(contents(&tb), want);
+    a.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
+    assert_eq!(contents(&a.ok("threadsync/getThread", json!({ "threadId": id }))), want);
+}
+
+/// Two editor windows on the same threads: one syncs, the other follows;
+/// nothing is corrupted, lost or duplicated, and the follower takes over
+/// when the first one exits.
+#[test]
+fn two_sidecars_on_one_threads_dir_take_turns() {
+    let dir = common::TempDir::new("lsp-two");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let shared = dir.0.join("shared");
+    let mut first = Sidecar::start(&shared, &server, &token);
+    first.wait_status("synced", T);
+    let mut second = Sidecar::start(&shared, &server, &token);
+    let st = second.wait_status("synced", T);
+    assert!(st["params"]["message"].as_str().unwrap_or_default().contains("another editor window"), "{st}");
+    let id = first.ok("threadsync/createThread", json!({ "title": "two" }))["threadId"].as_str().unwrap().to_string();
+    first.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "from the first" }));
+    // An assistant writes the shared file meanwhile.
+    let path = shared.join("threads").join(format!("{id}.json"));
+    let mut f: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    f["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "id": "m-assistant", "role": "assistant", "content": "from the assistant" }));
+    std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
+    first.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
+    // The first window goes away; the second takes over and syncs.
+    first.close();
+    assert!(first.exited_within(Duration::from_secs(1)));
+    let mut other = Sidecar::start(&dir.0.join("other"), &server, &token);
+    other.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 2);
+    other.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "from elsewhere" }));
+    let t =
+        second.wait_thread(&id, Duration::from_secs(30), |t| t["messages"].as_array().is_some_and(|m| m.len() == 3));
+    assert_eq!(contents(&t), [json!("from the first"), json!("from the assistant"), json!("from elsewhere")]);
+}
+
+/// The seed's throughput case, for real: 1,000 messages from one client reach
+/// another at far more than 100 messages/s.
+#[test]
+fn a_thousand_messages_sync_end_to_end() {
+    let dir = common::TempDir::new("lsp-1000");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    a.wait_status("synced", T);
+    let id = a.ok("threadsync/createThread", json!({ "title": "perf" }))["threadId"].as_str().unwrap().to_string();
+    b.wait_thread(&id, T, |t| t["title"] == "perf");
+    let start = Instant::now();
+    for i in 0..1000 {
+        a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": format!("Message {i}") }));
+    }
+    b.wait_thread(&id, Duration::from_secs(60), |t| t["messages"].as_array().unwrap().len() == 1000);
+    let rate = 1000.0 / start.elapsed().as_secs_f64();
+    println!("1,000 messages end to end: {:.2} s, {rate:.0} messages/s", start.elapsed().as_secs_f64());
+    assert!(rate > 100.0, "{rate:.0} messages/s");
 }

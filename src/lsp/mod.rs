@@ -12,7 +12,7 @@ pub mod watch;
 
 use std::fs::File;
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -33,6 +33,12 @@ pub const RESOLVE_CONFLICT: &str = "threadsync.resolveConflict";
 pub struct Backend {
     client: Client,
     init_options: Mutex<Options>,
+    sync: Arc<Syncing>,
+}
+
+/// The syncing side, shared with a follower's takeover task.
+struct Syncing {
+    client: Client,
     driver: Mutex<Option<mpsc::UnboundedSender<Cmd>>>,
     status_tx: tokio::sync::watch::Sender<Value>,
     /// Held while this sidecar syncs its state directory.
@@ -91,17 +97,13 @@ impl Backend {
         let (status_tx, _) = tokio::sync::watch::channel(json!({
             "state": "syncing", "pending": 0, "conflicts": 0, "online": false, "lastSync": null, "message": "starting"
         }));
-        Backend {
-            client,
-            init_options: Mutex::new(Options::default()),
-            driver: Mutex::new(None),
-            status_tx,
-            lock: Mutex::new(None),
-        }
+        let sync =
+            Arc::new(Syncing { client: client.clone(), driver: Mutex::new(None), status_tx, lock: Mutex::new(None) });
+        Backend { client, init_options: Mutex::new(Options::default()), sync }
     }
 
     fn driver(&self) -> Result<mpsc::UnboundedSender<Cmd>> {
-        self.driver.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+        self.sync.driver.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
             failed("not syncing: another editor window's sidecar owns this state directory (this one takes over when it exits), or initialization failed")
         })
     }
@@ -128,33 +130,8 @@ impl Backend {
         Config::resolve(&merged)
     }
 
-    /// Starts syncing if this sidecar can take the state directory's lock;
-    /// otherwise another window syncs and this one retries until it exits.
-    async fn start(&self, cfg: Config) -> bool {
-        if std::fs::create_dir_all(&cfg.state_dir).is_err() {
-            return false;
-        }
-        let Ok(file) = File::options().create(true).truncate(false).write(true).open(cfg.state_dir.join("lock")) else {
-            return false;
-        };
-        if file.try_lock().is_err() {
-            return false;
-        }
-        match Driver::start(cfg, self.client.clone(), self.status_tx.clone()) {
-            Ok(tx) => {
-                *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
-                *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-                true
-            }
-            Err(e) => {
-                self.client.show_message(MessageType::ERROR, format!("threadsync: {e}")).await;
-                false
-            }
-        }
-    }
-
     pub async fn get_status(&self, _: Option<Value>) -> Result<Value> {
-        Ok(self.status_tx.borrow().clone())
+        Ok(self.sync.status_tx.borrow().clone())
     }
 
     pub async fn list_threads(&self, _: Option<Value>) -> Result<Value> {
@@ -246,14 +223,23 @@ impl LanguageServer for Backend {
                 return;
             }
         };
-        if self.start(cfg.clone()).await {
+        if self.sync.start(cfg.clone()).await {
             return;
         }
         // Another window syncs: say so, and take over when it exits.
         let v = json!({ "state": "synced", "pending": 0, "conflicts": 0, "online": true, "lastSync": null,
                         "message": "another editor window is syncing these threads" });
-        self.status_tx.send_replace(v.clone());
+        self.sync.status_tx.send_replace(v.clone());
         self.client.send_notification::<notify::Status>(v).await;
+        let sync = self.sync.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if sync.start(cfg.clone()).await {
+                    return;
+                }
+            }
+        });
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
@@ -298,6 +284,33 @@ impl LanguageServer for Backend {
 
     async fn shutdown(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+impl Syncing {
+    /// Starts syncing if this sidecar can take the state directory's lock;
+    /// otherwise another window syncs and this one retries until it exits.
+    async fn start(&self, cfg: Config) -> bool {
+        if std::fs::create_dir_all(&cfg.state_dir).is_err() {
+            return false;
+        }
+        let Ok(file) = File::options().create(true).truncate(false).write(true).open(cfg.state_dir.join("lock")) else {
+            return false;
+        };
+        if file.try_lock().is_err() {
+            return false;
+        }
+        match Driver::start(cfg, self.client.clone(), self.status_tx.clone()) {
+            Ok(tx) => {
+                *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+                *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+                true
+            }
+            Err(e) => {
+                self.client.show_message(MessageType::ERROR, format!("threadsync: {e}")).await;
+                false
+            }
+        }
     }
 }
 
