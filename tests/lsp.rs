@@ -126,7 +126,7 @@ impl Sidecar {
         });
         let mut s = Sidecar { child, stdin, rx, next_id: 1, notes: Vec::new(), threads };
         let init =
-            s.request("initialize", json!({ "processId": pid, "capabilities": {}, "initializationOptions": opts }));
+            s.request("initialize", json!({ "processId": pid, "capabilities": { "window": { "workDoneProgress": true } }, "initializationOptions": opts }));
         assert!(
             init["result"]["capabilities"]["executeCommandProvider"]["commands"]
                 .to_string()
@@ -196,10 +196,15 @@ impl Sidecar {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(m) if pred(&m) => return m,
+                Ok(m) if m.get("method").is_some() && m.get("id").is_some() => {
+                    let reply = json!({ "jsonrpc": "2.0", "id": m["id"], "result": null });
+                    self.send(&reply);
+                    self.notes.push(m);
+                }
                 Ok(m) => self.notes.push(m),
                 Err(RecvTimeoutError::Timeout) => panic!(
                     "timed out waiting for {what}; seen: {:?}",
-                    self.notes.iter().rev().take(5).collect::<Vec<_>>()
+                    self.notes.iter().map(|m| m["method"].as_str().unwrap_or("response")).collect::<Vec<_>>()
                 ),
                 Err(RecvTimeoutError::Disconnected) => panic!("the sidecar exited while waiting for {what}"),
             }
@@ -693,4 +698,26 @@ fn a_thousand_messages_sync_end_to_end() {
     let rate = 1000.0 / start.elapsed().as_secs_f64();
     println!("1,000 messages end to end: {:.2} s, {rate:.0} messages/s", start.elapsed().as_secs_f64());
     assert!(rate > 100.0, "{rate:.0} messages/s");
+}
+
+/// The first sync of many threads reports `$/progress` (the editor offered
+/// work-done progress), from begin to end.
+#[test]
+fn the_first_sync_shows_progress() {
+    let dir = common::TempDir::new("lsp-progress");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.wait_status("synced", T);
+    for i in 0..5 {
+        a.ok("threadsync/createThread", json!({ "title": format!("t{i}") }));
+    }
+    a.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    let begin =
+        b.wait_note("progress begin", T, |m| m["method"] == "$/progress" && m["params"]["value"]["kind"] == "begin");
+    assert!(begin["params"]["value"]["title"].as_str().unwrap().contains("first sync"));
+    let end = b.wait_note("progress end", T, |m| m["method"] == "$/progress" && m["params"]["value"]["kind"] == "end");
+    assert_eq!(end["params"]["value"]["message"], "5 threads");
+    assert!(b.notes.iter().any(|m| m["method"] == "window/workDoneProgress/create"));
 }

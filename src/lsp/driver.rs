@@ -68,6 +68,38 @@ pub struct Driver {
     told_unauthorized: bool,
     offline_since: Option<Instant>,
     told_offline: bool,
+    /// The editor offered work-done progress (`window.workDoneProgress`).
+    progress: bool,
+    /// Ends the first-sync progress, when one is shown.
+    first_sync: Option<oneshot::Sender<String>>,
+    first_sync_done: bool,
+    /// Ends the progress of each large upload, by request.
+    uploads: HashMap<ReqId, oneshot::Sender<String>>,
+}
+
+/// Pushes larger than this show progress.
+const LARGE_PUSH: usize = 1 << 20;
+
+/// Shows `$/progress` for a piece of long work until `done` says how it ended.
+fn show_progress(client: Client, token: &str, title: String) -> oneshot::Sender<String> {
+    use tower_lsp_server::lsp_types::request::WorkDoneProgressCreate;
+    use tower_lsp_server::lsp_types::{NumberOrString, WorkDoneProgressCreateParams};
+    let (tx, rx) = oneshot::channel::<String>();
+    let token = NumberOrString::String(token.to_string());
+    tokio::spawn(async move {
+        let created = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.send_request::<WorkDoneProgressCreate>(WorkDoneProgressCreateParams { token: token.clone() }),
+        )
+        .await;
+        if !matches!(created, Ok(Ok(()))) {
+            return;
+        }
+        let p = client.progress(token, title).begin().await;
+        let message = rx.await.unwrap_or_default();
+        p.finish_with_message(message).await;
+    });
+    tx
 }
 
 /// RFC 3339 (UTC, milliseconds) from ms since the Unix epoch.
@@ -108,6 +140,7 @@ impl Driver {
         cfg: Config,
         client: Client,
         status: watch::Sender<Value>,
+        progress: bool,
     ) -> Result<mpsc::UnboundedSender<Cmd>, String> {
         std::fs::create_dir_all(&cfg.threads_dir)
             .map_err(|e| format!("cannot create {}: {e}", cfg.threads_dir.display()))?;
@@ -140,6 +173,10 @@ impl Driver {
             told_unauthorized: false,
             offline_since: None,
             told_offline: false,
+            progress,
+            first_sync: None,
+            first_sync_done: false,
+            uploads: HashMap::new(),
         };
         tokio::spawn(driver.run(rx));
         Ok(tx)
@@ -171,6 +208,7 @@ impl Driver {
             };
             let Some(cmd) = cmd else { return };
             self.handle(cmd).await;
+            self.check_offline().await;
         }
     }
 
@@ -206,10 +244,22 @@ impl Driver {
                     self.file_changed(now, &p);
                 }
             }
-            Cmd::Pushed(req, r) => self.engine.handle_push(now, req, r),
+            Cmd::Pushed(req, r) => {
+                if let Some(done) = self.uploads.remove(&req) {
+                    let _ = done.send(if r.is_ok() { "uploaded".into() } else { "will retry".into() });
+                }
+                self.engine.handle_push(now, req, r);
+            }
             Cmd::Pulled(req, r) => {
                 self.pulls.remove(&req);
+                let first_done = !self.first_sync_done && matches!(&r, PullOutcome::Ok(p) if p.up_to_date);
                 self.engine.handle_pull(now, req, r);
+                if first_done {
+                    self.first_sync_done = true;
+                    if let Some(done) = self.first_sync.take() {
+                        let _ = done.send(format!("{} threads", self.engine.thread_ids().count()));
+                    }
+                }
             }
             Cmd::Probed(req, r) => self.engine.handle_probe(now, req, r),
             Cmd::Reconfigure(cfg) => {
@@ -260,6 +310,12 @@ impl Driver {
     async fn act(&mut self, action: Action) {
         match action {
             Action::Push { req, body, timeout } => {
+                let bytes: usize = body.mutations.iter().flat_map(|m| &m.ops).map(|o| o.size()).sum();
+                if self.progress && bytes > LARGE_PUSH {
+                    let title = format!("threadsync: uploading {:.1} MB", bytes as f64 / 1e6);
+                    self.uploads
+                        .insert(req, show_progress(self.client.clone(), &format!("threadsync-push-{req}"), title));
+                }
                 let (net, tx) = (self.net.clone(), self.tx.clone());
                 tokio::spawn(async move {
                     let r = net.push(&body, timeout).await;
@@ -267,6 +323,12 @@ impl Driver {
                 });
             }
             Action::Pull { req, cursor, wait, timeout } => {
+                // A first sync (or a refetch) pages through whole threads.
+                let snapshot = !matches!(cursor, Some(crate::wire::Cursor::Log(_)));
+                if self.progress && snapshot && !self.first_sync_done && self.first_sync.is_none() {
+                    let title = "threadsync: first sync".to_string();
+                    self.first_sync = Some(show_progress(self.client.clone(), "threadsync-first-sync", title));
+                }
                 let (net, tx) = (self.net.clone(), self.tx.clone());
                 let h = tokio::spawn(async move {
                     let r = net.pull(cursor.as_ref(), wait, timeout).await;
@@ -343,17 +405,26 @@ impl Driver {
             self.client.show_message(MessageType::ERROR, msg).await;
         }
         if s.state == State::Offline {
-            let since = *self.offline_since.get_or_insert_with(Instant::now);
-            if !self.told_offline && since.elapsed() > Duration::from_secs(300) {
-                self.told_offline = true;
-                self.client
-                    .show_message(MessageType::WARNING, "threadsync: the sync server has been unreachable for 5 minutes; changes are kept and will sync when it is back")
-                    .await;
-            }
+            self.offline_since.get_or_insert_with(Instant::now);
         } else {
             self.offline_since = None;
             self.told_offline = false;
         }
+    }
+
+    /// Offline for long: tell the user once (probes wake the driver at least
+    /// every 30 s while offline, so this is checked often enough).
+    async fn check_offline(&mut self) {
+        if self.told_offline || self.offline_since.is_none_or(|t| t.elapsed() < Duration::from_secs(300)) {
+            return;
+        }
+        self.told_offline = true;
+        self.client
+            .show_message(
+                MessageType::WARNING,
+                "threadsync: the sync server has been unreachable for 5 minutes; changes are kept and will sync when it is back",
+            )
+            .await;
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Backend {
 /// The syncing side, shared with a follower's takeover task.
 struct Syncing {
     client: Client,
+    /// The editor offered work-done progress.
+    progress: std::sync::atomic::AtomicBool,
     driver: Mutex<Option<mpsc::UnboundedSender<Cmd>>>,
     status_tx: tokio::sync::watch::Sender<Value>,
     /// Held while this sidecar syncs its state directory.
@@ -97,8 +99,13 @@ impl Backend {
         let (status_tx, _) = tokio::sync::watch::channel(json!({
             "state": "syncing", "pending": 0, "conflicts": 0, "online": false, "lastSync": null, "message": "starting"
         }));
-        let sync =
-            Arc::new(Syncing { client: client.clone(), driver: Mutex::new(None), status_tx, lock: Mutex::new(None) });
+        let sync = Arc::new(Syncing {
+            client: client.clone(),
+            progress: Default::default(),
+            driver: Mutex::new(None),
+            status_tx,
+            lock: Mutex::new(None),
+        });
         Backend { client, init_options: Mutex::new(Options::default()), sync }
     }
 
@@ -197,6 +204,8 @@ impl LanguageServer for Backend {
         if let Some(o) = &params.initialization_options {
             *self.init_options.lock().unwrap_or_else(|e| e.into_inner()) = Options::from_value(o);
         }
+        let progress = params.capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false);
+        self.sync.progress.store(progress, std::sync::atomic::Ordering::Relaxed);
         if let Some(pid) = params.process_id {
             exit_with_parent(pid);
         }
@@ -300,7 +309,8 @@ impl Syncing {
         if file.try_lock().is_err() {
             return false;
         }
-        match Driver::start(cfg, self.client.clone(), self.status_tx.clone()) {
+        let progress = self.progress.load(std::sync::atomic::Ordering::Relaxed);
+        match Driver::start(cfg, self.client.clone(), self.status_tx.clone(), progress) {
             Ok(tx) => {
                 *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
                 *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
