@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod lsp_harness;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The PostgreSQL the tests use: this machine's (trust auth, database `test`),

@@ -1,0 +1,335 @@
+//! A real server and real sidecars, spoken to as an editor does (framed
+//! JSON-RPC over stdio). Shared by the sidecar tests and the propagation
+//! benchmark. Each message read gets `_received_us`: microseconds since the
+//! process started reading, for latency measurements.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub fn epoch() -> Instant {
+    static E: OnceLock<Instant> = OnceLock::new();
+    *E.get_or_init(Instant::now)
+}
+
+pub fn received(m: &Value) -> Duration {
+    Duration::from_micros(m["_received_us"].as_u64().unwrap_or(0))
+}
+
+// ----- the server ------------------------------------------------------------
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub db: String,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Server {
+        let db = format!("sqlite://{}", dir.join("server.sqlite").display());
+        Self::start_on(&db, "127.0.0.1:0")
+    }
+
+    pub fn start_on(db: &str, listen: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_threadsync"))
+            .args(["serve", "--listen", listen, "--db", db])
+            .env("THREADSYNC_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(a) = line.split("addr=").nth(1) {
+                    let _ = tx.send(a.split_whitespace().next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server address");
+        Server { child, addr, db: db.to_string() }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token(&self, team: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_threadsync"))
+            .args(["token", "create", "--team", team, "--db", &self.db])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ----- a sidecar, as an editor sees it --------------------------------------
+
+pub struct Sidecar {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    rx: Receiver<Value>,
+    next_id: u64,
+    /// Notifications received and not yet looked at.
+    pub notes: Vec<Value>,
+    pub threads: PathBuf,
+}
+
+pub fn frame(v: &Value) -> Vec<u8> {
+    let body = serde_json::to_vec(v).unwrap();
+    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend(body);
+    out
+}
+
+impl Sidecar {
+    pub fn spawn(dir: &Path, opts: Value, pid: Option<u32>) -> Sidecar {
+        let threads = opts["threadsDir"].as_str().map(PathBuf::from).unwrap_or_else(|| dir.join("threads"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_threadsync"));
+        cmd.arg("lsp").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        // A clean environment: no config file, no stray THREADSYNC_* settings.
+        cmd.env("HOME", dir).env("XDG_CONFIG_HOME", dir.join("config"));
+        for k in ["THREADSYNC_SERVER", "THREADSYNC_TOKEN", "THREADSYNC_THREADS_DIR", "THREADSYNC_STATE_DIR"] {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            loop {
+                let mut len = None;
+                loop {
+                    let mut line = String::new();
+                    if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.strip_prefix("Content-Length:") {
+                        len = v.trim().parse::<usize>().ok();
+                    }
+                }
+                let mut body = vec![0; len.expect("Content-Length")];
+                if stdout.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let mut v: Value = serde_json::from_slice(&body).expect("the sidecar writes JSON");
+                v["_received_us"] = json!(epoch().elapsed().as_micros() as u64);
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut s = Sidecar { child, stdin, rx, next_id: 1, notes: Vec::new(), threads };
+        let init =
+            s.request("initialize", json!({ "processId": pid, "capabilities": { "window": { "workDoneProgress": true } }, "initializationOptions": opts }));
+        assert!(
+            init["result"]["capabilities"]["executeCommandProvider"]["commands"]
+                .to_string()
+                .contains("threadsync.forceSync")
+        );
+        s.notify("initialized", json!({}));
+        s
+    }
+
+    pub fn start(dir: &Path, server: &Server, token: &str) -> Sidecar {
+        std::fs::create_dir_all(dir).unwrap();
+        let opts = json!({
+            "server": server.url(), "token": token,
+            "threadsDir": dir.join("threads"), "stateDir": dir.join("state"),
+        });
+        Sidecar::spawn(dir, opts, None)
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(&frame(v)).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({ "jsonrpc": "2.0", "method": method, "params": params }));
+    }
+
+    /// Sends a request and waits for its answer (collecting notifications).
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        self.answer(json!(id))
+    }
+
+    pub fn answer(&mut self, id: Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) if m.get("id") == Some(&id) && m.get("method").is_none() => return m,
+                Ok(m) if m.get("method").is_some() && m.get("id").is_some() => {
+                    // A request from the sidecar (e.g. progress): answer it.
+                    let reply = json!({ "jsonrpc": "2.0", "id": m["id"], "result": null });
+                    self.send(&reply);
+                }
+                Ok(m) => self.notes.push(m),
+                Err(_) => panic!("no answer to request {id}"),
+            }
+        }
+    }
+
+    pub fn ok(&mut self, method: &str, params: Value) -> Value {
+        let r = self.request(method, params);
+        assert!(r.get("error").is_none(), "{method}: {r}");
+        r["result"].clone()
+    }
+
+    /// Waits until a notification matching `pred` arrives (or was already seen).
+    pub fn wait_note(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.notes.iter().position(&pred) {
+            return self.notes.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) if pred(&m) => return m,
+                Ok(m) if m.get("method").is_some() && m.get("id").is_some() => {
+                    let reply = json!({ "jsonrpc": "2.0", "id": m["id"], "result": null });
+                    self.send(&reply);
+                    self.notes.push(m);
+                }
+                Ok(m) => self.notes.push(m),
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "timed out waiting for {what}; seen: {:?}",
+                    self.notes.iter().map(|m| m["method"].as_str().unwrap_or("response")).collect::<Vec<_>>()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!("the sidecar exited while waiting for {what}"),
+            }
+        }
+    }
+
+    pub fn wait_status(&mut self, state: &str, timeout: Duration) -> Value {
+        self.wait_note(&format!("status {state}"), timeout, |m| {
+            m["method"] == "threadsync/status" && m["params"]["state"] == state
+        })
+    }
+
+    /// Polls getThread until `pred` holds.
+    pub fn wait_thread(&mut self, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.request("threadsync/getThread", json!({ "threadId": id }));
+            if let Some(t) = r.get("result").filter(|t| pred(t)) {
+                return t.clone();
+            }
+            assert!(Instant::now() < deadline, "thread {id} never matched; last: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn ids(t: &Value) -> Vec<String> {
+    t["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+}
+
+pub fn contents(t: &Value) -> Vec<Value> {
+    t["messages"].as_array().unwrap().iter().map(|m| m["content"].clone()).collect()
+}
+
+/// A loopback TCP proxy the test can cut (every connection dropped, new ones
+/// refused at once) and heal.
+pub struct Proxy {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let (target, up2, conns2) = (target.to_string(), up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+                conns2.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+pub const T: Duration = Duration::from_secs(20);
