@@ -259,21 +259,23 @@ async fn compressed_bodies_are_limited_after_decompression() {
     }
 }
 
-#[tokio::test]
-async fn a_held_pull_answers_the_moment_a_push_lands_and_at_shutdown() {
-    let a = app(ServerConfig::default());
-    a.push(TOKEN_A, create_and_append("c1", 1, "T-1", "m1")).await;
-    let state = a.state.clone();
-    let held = tokio::spawn(async move {
-        let req = Request::get("/v1/pull?cursor=2&wait=20")
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN_A}"))
-            .body(Body::empty())
-            .unwrap();
+/// Starts a pull that the server may hold; yields how long it took and its answer.
+fn held_pull(state: AppState, uri: &'static str) -> tokio::task::JoinHandle<(Duration, Value)> {
+    tokio::spawn(async move {
+        let req =
+            Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {TOKEN_A}")).body(Body::empty()).unwrap();
         let start = std::time::Instant::now();
         let resp = router(state).oneshot(req).await.unwrap();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
         (start.elapsed(), serde_json::from_slice::<Value>(&bytes).unwrap())
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_held_pull_answers_the_moment_a_push_lands_and_at_shutdown() {
+    let a = app(ServerConfig::default());
+    a.push(TOKEN_A, create_and_append("c1", 1, "T-1", "m1")).await;
+    let held = held_pull(a.state.clone(), "/v1/pull?cursor=2&wait=20");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let push = json!({"clientId": "c2", "mutations": [{"id": 1, "threadId": "T-1", "ops": [
         {"op": "append", "after": "m1", "message": {"id": "m2", "role": "user", "content": "x"}}]}]});
@@ -283,17 +285,7 @@ async fn a_held_pull_answers_the_moment_a_push_lands_and_at_shutdown() {
     assert_eq!(v["changes"][0]["message"]["id"], "m2");
 
     // Nothing new: held until shutdown, then an up-to-date answer at once.
-    let state = a.state.clone();
-    let held = tokio::spawn(async move {
-        let req = Request::get("/v1/pull?cursor=3&wait=20")
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN_A}"))
-            .body(Body::empty())
-            .unwrap();
-        let start = std::time::Instant::now();
-        let resp = router(state).oneshot(req).await.unwrap();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        (start.elapsed(), serde_json::from_slice::<Value>(&bytes).unwrap())
-    });
+    let held = held_pull(a.state.clone(), "/v1/pull?cursor=3&wait=20");
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.stop.send(true).unwrap();
     let (took, v) = held.await.unwrap();
