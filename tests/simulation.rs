@@ -28,7 +28,9 @@ fn run_seed(seed: u64) -> Result<Sim, Box<(String, Sim)>> {
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
     let clients = rng.random_range(2..=4);
     let faults = Faults::random(&mut rng);
-    let mut sim = Sim::new(seed, clients, faults, config(poll_mode(seed)));
+    // Half the seeds flush a change made after a quiet spell at once (as the sidecar does).
+    let cfg = threadsync::engine::EngineConfig { flush_when_idle: seed % 2 == 1, ..config(poll_mode(seed)) };
+    let mut sim = Sim::new(seed, clients, faults, cfg);
     let threads = thread_ids(rng.random_range(1..=3));
     let steps = rng.random_range(20..80);
     for _ in 0..steps {

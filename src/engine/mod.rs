@@ -61,6 +61,10 @@ pub struct EngineConfig {
     pub debounce_max_wait: Duration,
     /// Collection window of a batch.
     pub batch_window: Duration,
+    /// A change made when nothing was pushed for a whole window goes at once
+    /// (leading edge); the changes after it are collected in the window as
+    /// usual. Saves a lone message the window's latency.
+    pub flush_when_idle: bool,
     /// At most this many threads per push (the monitor may lower it).
     pub max_batch_threads: usize,
     /// A mutation larger than this goes in the bulk lane, so that it never
@@ -84,6 +88,7 @@ impl Default for EngineConfig {
             debounce: Duration::from_millis(200),
             debounce_max_wait: Duration::from_secs(2),
             batch_window: Duration::from_millis(100),
+            flush_when_idle: false,
             max_batch_threads: 50,
             bulk_threshold: 256 << 10,
             thread_backoff: Duration::from_secs(60),
@@ -410,6 +415,8 @@ pub struct SyncEngine {
     next_req: ReqId,
     next_seq: u64,
     last_sync: Option<Time>,
+    /// When the last push was sent (for the idle leading edge).
+    last_push: Option<Time>,
     actions: VecDeque<Action>,
 }
 
@@ -462,6 +469,7 @@ impl SyncEngine {
             next_req: 1,
             next_seq: 1,
             last_sync: None,
+            last_push: None,
             actions: VecDeque::new(),
             cfg,
         };
@@ -776,9 +784,7 @@ impl SyncEngine {
         if self.unauthorized.is_none() {
             match &self.net {
                 Connectivity::Online => {
-                    if self.has_sendable() {
-                        consider(self.batch_at);
-                    }
+                    consider(self.batch_at.filter(|at| self.has_sendable(*at)));
                     for lane in &self.lanes {
                         if lane.inflight.is_none() && !lane.outstanding.is_empty() {
                             consider(lane.retry_at);
@@ -970,13 +976,20 @@ impl SyncEngine {
     // ----- pushing --------------------------------------------------------
 
     fn schedule_batch(&mut self, now: Time) {
-        if self.batch_at.is_none() {
-            self.batch_at = Some(now + self.cfg.batch_window);
+        if self.batch_at.is_some() {
+            return;
         }
+        let quiet = self.lanes.iter().all(|l| l.inflight.is_none() && l.outstanding.is_empty())
+            && self.last_push.is_none_or(|t| now.saturating_since(t) >= self.cfg.batch_window);
+        self.batch_at = Some(if self.cfg.flush_when_idle && quiet { now } else { now + self.cfg.batch_window });
     }
 
-    fn has_sendable(&self) -> bool {
-        self.threads.values().any(|t| !t.pending.is_empty() && t.inflight.is_none())
+    /// Some thread has changes a push could carry now (not in flight, not
+    /// held by a per-thread backoff: those wake the engine themselves).
+    fn has_sendable(&self, now: Time) -> bool {
+        self.threads
+            .values()
+            .any(|t| !t.pending.is_empty() && t.inflight.is_none() && t.backoff_until.is_none_or(|at| at <= now))
     }
 
     fn drive(&mut self, now: Time) {
@@ -1001,7 +1014,8 @@ impl SyncEngine {
             }
         }
         if released {
-            self.schedule_batch(now);
+            // It has waited long enough: no collection window on top.
+            self.batch_at = Some(now);
         }
         if self.batch_at.is_some_and(|at| at <= now) {
             self.batch_at = None;
@@ -1013,7 +1027,7 @@ impl SyncEngine {
             // Left over because of batch limits: the next window takes them.
             // (Changes waiting for a busy lane go when its push is answered.)
             let idle_lane = self.lanes.iter().any(|l| l.inflight.is_none() && l.outstanding.is_empty());
-            if idle_lane && self.has_sendable() {
+            if idle_lane && self.has_sendable(now) {
                 self.schedule_batch(now);
             }
         }
@@ -1073,6 +1087,7 @@ impl SyncEngine {
     }
 
     fn send(&mut self, now: Time, li: usize) {
+        self.last_push = Some(now);
         let req = self.next_req;
         self.next_req += 1;
         let lane = &mut self.lanes[li];
@@ -1185,7 +1200,7 @@ impl SyncEngine {
         let duration = now.saturating_since(started);
         self.record(SyncSample { kind: SyncKind::Push, duration, bytes: bytes as u64, items, conflicts });
         self.last_sync = Some(now);
-        if self.has_sendable() {
+        if self.has_sendable(now) {
             self.batch_at = Some(now);
         }
         // Without a held pull, fetch the result now so it is confirmed promptly.

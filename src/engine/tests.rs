@@ -672,6 +672,29 @@ fn changes_to_several_threads_within_the_window_go_in_one_push() {
 }
 
 #[test]
+fn with_flush_when_idle_a_lone_change_goes_at_once_and_a_burst_still_batches() {
+    let cfg = EngineConfig { flush_when_idle: true, ..EngineConfig::default() };
+    let mut h = Harness::synced(cfg);
+    let (t, m) = (h.now, h.mark());
+    let first = h.create_thread("alone");
+    h.tick(ms(1));
+    let pushes = h.pushes_since(m);
+    assert_eq!(pushes.len(), 1, "the leading edge: {pushes:#?}");
+    assert_eq!(pushes[0].0, t, "no window for a change after a quiet spell");
+    assert_eq!(mutations(&pushes[0].1), [(1, first)]);
+    // Changes while that push is out wait, and then go together.
+    let m2 = h.mark();
+    let (second, third) = (h.create_thread("b"), h.create_thread("c"));
+    h.tick(ms(500));
+    assert!(h.pushes_since(m2).is_empty(), "nothing new while the lane is busy");
+    let req = h.pushes[0].0;
+    h.answer_push(req);
+    let pushes = h.pushes_since(m2);
+    assert_eq!(pushes.len(), 1);
+    assert_eq!(mutations(&pushes[0].1), [(2, second), (3, third)]);
+}
+
+#[test]
 fn more_than_fifty_threads_are_split_over_several_pushes() {
     let mut h = Harness::synced(EngineConfig::default());
     let (t, m) = (h.now, h.mark());

@@ -150,7 +150,7 @@ impl Driver {
         let wall =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let clock = (Instant::now(), wall);
-        let engine_cfg = EngineConfig { poll: cfg.poll, ..EngineConfig::default() };
+        let engine_cfg = EngineConfig { poll: cfg.poll, flush_when_idle: true, ..EngineConfig::default() };
         let seed = wall ^ u64::from(std::process::id()).rotate_left(32);
         let mut engine = SyncEngine::new(engine_cfg, seed, Time(wall), restored);
         for (id, e) in errors {
