@@ -301,6 +301,9 @@ struct Tracked {
     /// Fields of the file that are not synced (kept as the file has them).
     extra: serde_json::Map<String, Value>,
     snapshot: Option<Thread>,
+    /// What the file held before the snapshot's writer changed it, when the
+    /// shell knows (see `local_snapshot_from`).
+    snapshot_base: Option<Thread>,
     /// Applied by the server at the given version, not yet in `base`.
     acked: Vec<(u64, PendingOp)>,
     inflight: Option<Inflight>,
@@ -317,6 +320,7 @@ impl Tracked {
             base,
             extra: Default::default(),
             snapshot: None,
+            snapshot_base: None,
             acked: Vec::new(),
             inflight: None,
             pending: Vec::new(),
@@ -485,7 +489,7 @@ impl SyncEngine {
         }
         // Pending work is whatever the files hold beyond the saved bases.
         for file in restored.files {
-            e.take_snapshot(now, file);
+            e.take_snapshot(now, file, None);
         }
         e.schedule_batch(now);
         e.update_status(now);
@@ -497,9 +501,21 @@ impl SyncEngine {
     /// A thread file changed (already parsed). Debounced: rapid rewrites by an
     /// assistant become one change.
     pub fn local_snapshot(&mut self, now: Time, thread: Thread) {
+        self.local_snapshot_from(now, thread, None);
+    }
+
+    /// Like `local_snapshot`, naming what the file held before it was
+    /// rewritten (`based_on`). The change is then `diff(based_on, file)`
+    /// rebased onto the current view, so a file rewritten from a version
+    /// that lacked newer remote messages does not delete them.
+    pub fn local_snapshot_from(&mut self, now: Time, thread: Thread, based_on: Option<Thread>) {
         let id = thread.id.clone();
         let t = self.threads.entry(id.clone()).or_insert_with(|| Tracked::new(Doc::empty(id.clone())));
         t.snapshot = Some(thread);
+        // Debounced rewrites: the earliest base is the one the burst started from.
+        if t.snapshot_base.is_none() {
+            t.snapshot_base = based_on;
+        }
         t.error = None;
         self.debounce.touch(now, id);
         self.poller.record_activity(now);
@@ -872,17 +888,28 @@ impl SyncEngine {
     }
 
     fn flush_snapshot(&mut self, now: Time, id: &ThreadId) {
-        let Some(snapshot) = self.threads.get_mut(id).and_then(|t| t.snapshot.take()) else { return };
-        self.take_snapshot(now, snapshot);
+        let Some(t) = self.threads.get_mut(id) else { return };
+        let Some(snapshot) = t.snapshot.take() else { return };
+        let base = t.snapshot_base.take();
+        self.take_snapshot(now, snapshot, base);
         self.schedule_batch(now);
     }
 
-    /// Turns a file's content into operations against what the user saw.
-    fn take_snapshot(&mut self, now: Time, file: Thread) {
+    /// Turns a file's content into operations: what changed from the
+    /// version it was written from (`base`, else the current view), applied
+    /// to the current view.
+    fn take_snapshot(&mut self, now: Time, file: Thread, base: Option<Thread>) {
         let id = file.id.clone();
         let t = self.threads.entry(id.clone()).or_insert_with(|| Tracked::new(Doc::empty(id.clone())));
         t.extra = file.extra.clone();
-        let ops = diff(&t.local, &file);
+        let ops = match base.filter(|b| b.id == id && t.local.exists()) {
+            Some(mut b) => {
+                // A base that exists, so the diff is about messages, not creation.
+                b.v = b.v.max(1);
+                diff(&Doc::from_thread(b), &file)
+            }
+            None => diff(&t.local, &file),
+        };
         // Reject locally what the server would refuse for good, keeping the
         // rest; the file is rewritten without it and the change reported.
         let mut probe = t.local.clone();

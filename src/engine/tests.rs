@@ -1592,3 +1592,40 @@ fn a_refetch_answer_restarts_from_a_snapshot_and_ends_equal_to_the_server() {
     assert_eq!(contents(h.engine.thread(&theirs).unwrap()), [json!("remote")]);
     assert_eq!(h.engine.cursor(), Some(&Cursor::Log(h.server_head())));
 }
+
+// ===== file rewrites racing remote changes ===================================
+
+/// An assistant rewrote the file from a version that lacked a message which
+/// arrived from elsewhere meanwhile: given that version as the base, the
+/// rewrite adds its message and deletes nothing; without it, the remote
+/// message would read as deleted.
+#[test]
+fn a_file_rewritten_from_an_older_version_does_not_delete_newer_remote_messages() {
+    let mut a = Harness::synced(EngineConfig::default());
+    let id = a.create_thread("race");
+    a.append(&id, json!("first"));
+    a.run_for(secs(2));
+    let seen_by_assistant = a.engine.thread(&id).unwrap().clone();
+    // Another client appends; A pulls it.
+    let mut b = Harness::sharing(&a, 77);
+    b.run_for(secs(2));
+    b.append(&id, json!("from elsewhere"));
+    b.run_for(secs(2));
+    a.run_for(secs(2));
+    assert_eq!(contents(a.engine.thread(&id).unwrap()), [json!("first"), json!("from elsewhere")]);
+    // The assistant's rewrite, based on what it had read.
+    let mut rewritten = seen_by_assistant.clone();
+    rewritten.messages.push(Arc::new(Message {
+        id: MessageId::new("m-assistant").unwrap(),
+        role: "assistant".into(),
+        content: json!("the assistant's answer"),
+        timestamp: 0,
+        extra: Default::default(),
+    }));
+    let now = a.now;
+    a.engine.local_snapshot_from(now, rewritten, Some(seen_by_assistant));
+    a.run_for(secs(3));
+    let want = [json!("first"), json!("from elsewhere"), json!("the assistant's answer")];
+    assert_eq!(contents(a.engine.thread(&id).unwrap()), want);
+    assert_eq!(contents(&a.server_doc(&id).unwrap().thread), want);
+}

@@ -61,6 +61,9 @@ pub struct Driver {
     /// Hash of each thread file as last read or written: a watcher event for
     /// content we already know (our own write) is not a change.
     known: HashMap<ThreadId, [u8; 32]>,
+    /// Each thread file's content as last read or written: what an assistant
+    /// rewriting the file started from.
+    last_file: HashMap<ThreadId, crate::model::Thread>,
     pulls: HashMap<ReqId, tokio::task::JoinHandle<()>>,
     tickets: HashMap<u64, Reply<()>>,
     status: watch::Sender<Value>,
@@ -166,6 +169,7 @@ impl Driver {
             client,
             tx: tx.clone(),
             known: known.into_iter().collect(),
+            last_file: HashMap::new(),
             pulls: HashMap::new(),
             tickets: HashMap::new(),
             status,
@@ -288,8 +292,9 @@ impl Driver {
                 if self.known.get(&id) == Some(&h) {
                     return;
                 }
-                self.known.insert(id, h);
-                self.engine.local_snapshot(now, t);
+                self.known.insert(id.clone(), h);
+                let based_on = self.last_file.insert(id, t.clone());
+                self.engine.local_snapshot_from(now, t, based_on);
             }
             FileRead::Invalid(id, e) => {
                 self.known.remove(&id);
@@ -350,10 +355,23 @@ impl Driver {
             }
             Action::WriteThread { thread, .. } => {
                 let path = self.cfg.threads_dir.join(format!("{}.json", thread.id));
+                // Someone (an assistant) wrote the file since we last read or
+                // wrote it, and the watcher has not told us yet: take that
+                // change in first rather than overwrite it. The engine writes
+                // the merged result once it has it.
+                if let Ok(current) = std::fs::read(&path) {
+                    let h = disk::hash(&current);
+                    if self.known.get(&thread.id).is_some_and(|k| *k != h) {
+                        let now = self.now();
+                        self.file_changed(now, &path);
+                        return;
+                    }
+                }
                 let bytes = disk::thread_bytes(&thread);
                 match disk::write_atomic(&path, &bytes) {
                     Ok(()) => {
                         self.known.insert(thread.id.clone(), disk::hash(&bytes));
+                        self.last_file.insert(thread.id.clone(), thread);
                     }
                     Err(e) => tracing::error!(thread = %thread.id, error = %e, "cannot write the thread file"),
                 }
