@@ -411,3 +411,29 @@ fn the_first_sync_shows_progress() {
     assert_eq!(end["params"]["value"]["message"], "5 threads");
     assert!(b.notes.iter().any(|m| m["method"] == "window/workDoneProgress/create"));
 }
+
+/// A write error on stdout (the editor closed its end) is fatal: the sidecar
+/// exits instead of lingering.
+#[test]
+fn a_broken_stdout_ends_the_sidecar() {
+    let dir = common::TempDir::new("lsp-stdout");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_threadsync"))
+        .arg("lsp")
+        .env("HOME", &dir.0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "processId": null, "capabilities": {} } }).to_string();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(2), "still running with nowhere to write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+}

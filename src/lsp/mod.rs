@@ -386,7 +386,9 @@ pub fn run() -> ExitCode {
             .custom_method("threadsync/metrics", Backend::metrics)
             .custom_method(stdio::PARSE_ERROR_METHOD, Backend::parse_error)
             .finish();
-        Server::new(stdio::guard(tokio::io::stdin()), tokio::io::stdout(), socket).serve(service).await;
+        Server::new(stdio::guard(tokio::io::stdin()), stdio::FatalWriter(tokio::io::stdout()), socket)
+            .serve(service)
+            .await;
     });
     // `exit`, or stdin closed: state is on disk already; leave at once
     // (without waiting for the blocking stdin reader).

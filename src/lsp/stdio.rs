@@ -98,3 +98,39 @@ pub fn guard(input: impl AsyncRead + Unpin + Send + 'static) -> DuplexStream {
     });
     rx
 }
+
+/// stdout for the transport: a write error there means the editor is gone
+/// (or the pipe is broken), and a sidecar that cannot answer must not linger.
+pub struct FatalWriter<W>(pub W);
+
+fn fatal<T>(r: std::task::Poll<std::io::Result<T>>) -> std::task::Poll<std::io::Result<T>> {
+    if let std::task::Poll::Ready(Err(e)) = &r {
+        tracing::error!(error = %e, "cannot write to the editor; exiting");
+        std::process::exit(1);
+    }
+    r
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FatalWriter<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        fatal(std::pin::Pin::new(&mut self.0).poll_write(cx, buf))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        fatal(std::pin::Pin::new(&mut self.0).poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
