@@ -437,3 +437,32 @@ fn a_broken_stdout_ends_the_sidecar() {
     }
     drop(stdin);
 }
+
+/// Configuration comes from initializationOptions, then the environment,
+/// then the config file, then defaults.
+#[test]
+fn configuration_precedence() {
+    let dir = common::TempDir::new("lsp-config");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let d = dir.0.join("a");
+    std::fs::create_dir_all(d.join("config/threadsync")).unwrap();
+    // The file alone gives server and token.
+    let file = json!({ "server": server.url(), "token": token });
+    std::fs::write(d.join("config/threadsync/config.json"), file.to_string()).unwrap();
+    let dirs = json!({ "threadsDir": d.join("threads"), "stateDir": d.join("state") });
+    let mut a = Sidecar::spawn_env(&d, dirs.clone(), None, &[]);
+    a.wait_status("synced", T);
+    a.close();
+    assert!(a.exited_within(Duration::from_secs(1)));
+    // The environment overrides the file: a wrong token is refused.
+    let mut b = Sidecar::spawn_env(&d, dirs.clone(), None, &[("THREADSYNC_TOKEN", "tsk_0000000000_wrong")]);
+    b.wait_status("unauthorized", T);
+    b.close();
+    assert!(b.exited_within(Duration::from_secs(1)));
+    // initializationOptions override the environment.
+    let mut opts = dirs.clone();
+    opts["token"] = json!(token);
+    let mut c = Sidecar::spawn_env(&d, opts, None, &[("THREADSYNC_TOKEN", "tsk_0000000000_wrong")]);
+    c.wait_status("synced", T);
+}

@@ -99,6 +99,10 @@ pub fn frame(v: &Value) -> Vec<u8> {
 
 impl Sidecar {
     pub fn spawn(dir: &Path, opts: Value, pid: Option<u32>) -> Sidecar {
+        Sidecar::spawn_env(dir, opts, pid, &[])
+    }
+
+    pub fn spawn_env(dir: &Path, opts: Value, pid: Option<u32>, env: &[(&str, &str)]) -> Sidecar {
         let threads = opts["threadsDir"].as_str().map(PathBuf::from).unwrap_or_else(|| dir.join("threads"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_threadsync"));
         cmd.arg("lsp").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
@@ -106,6 +110,9 @@ impl Sidecar {
         cmd.env("HOME", dir).env("XDG_CONFIG_HOME", dir.join("config"));
         for k in ["THREADSYNC_SERVER", "THREADSYNC_TOKEN", "THREADSYNC_THREADS_DIR", "THREADSYNC_STATE_DIR"] {
             cmd.env_remove(k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take();
