@@ -466,3 +466,27 @@ fn configuration_precedence() {
     let mut c = Sidecar::spawn_env(&d, opts, None, &[("THREADSYNC_TOKEN", "tsk_0000000000_wrong")]);
     c.wait_status("synced", T);
 }
+
+/// Without file notifications (the fallback when the OS watcher cannot
+/// start, forced here with THREADSYNC_WATCH=poll), a rescan still finds an
+/// assistant's change, and unchanged files are not re-read as changes.
+#[test]
+fn without_a_watcher_rescans_still_find_file_changes() {
+    let dir = common::TempDir::new("lsp-poll");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let d = dir.0.join("a");
+    std::fs::create_dir_all(&d).unwrap();
+    let opts =
+        json!({ "server": server.url(), "token": token, "threadsDir": d.join("threads"), "stateDir": d.join("state") });
+    let mut a = Sidecar::spawn_env(&d, opts, None, &[("THREADSYNC_WATCH", "poll")]);
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    a.wait_status("synced", T);
+    let file = json!({ "id": "T-polled", "title": "found by a rescan", "messages": [{ "id": "m-1", "role": "user", "content": "hi" }] });
+    std::fs::write(a.threads.join("T-polled.json"), file.to_string()).unwrap();
+    b.wait_thread("T-polled", T, |t| t["title"] == "found by a rescan");
+    // Rescans of an unchanged directory push nothing.
+    let before = a.ok("threadsync/metrics", json!({}))["sync"]["pushes"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(a.ok("threadsync/metrics", json!({}))["sync"]["pushes"].as_u64().unwrap(), before);
+}

@@ -11,6 +11,12 @@ use tokio::sync::mpsc;
 use crate::lsp::driver::Cmd;
 
 pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
+    // THREADSYNC_WATCH=poll forces the fallback (for file systems where
+    // notifications do not work, e.g. some network mounts; and for tests).
+    if std::env::var("THREADSYNC_WATCH").is_ok_and(|v| v == "poll") {
+        rescan_forever(tx);
+        return;
+    }
     let events = tx.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) if !(ev.kind.is_access() || ev.kind.is_other()) => {
@@ -30,15 +36,19 @@ pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
         }
         Err(e) => {
             tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the threads directory; rescanning every 2 s instead");
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(2));
-                loop {
-                    tick.tick().await;
-                    if tx.send(Cmd::Rescan).is_err() {
-                        return;
-                    }
-                }
-            });
+            rescan_forever(tx);
         }
     }
+}
+
+fn rescan_forever(tx: mpsc::UnboundedSender<Cmd>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if tx.send(Cmd::Rescan).is_err() {
+                return;
+            }
+        }
+    });
 }
