@@ -209,8 +209,19 @@ fn run(base_len: usize, replicas: usize, steps: Vec<Step>) -> Result<(), TestCas
     Ok(())
 }
 
+/// A fixed seed keeps CI reproducible; `PROPTEST_SEED=<n>` explores others.
+fn config(cases: u32) -> ProptestConfig {
+    let seed = std::env::var("PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7420);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config(500))]
 
     #[test]
     fn replicas_converge_without_loss_duplication_or_reordering(
@@ -245,7 +256,7 @@ fn rewrite(base: &Doc, drop: &[bool], edit: &[bool], add: usize, title: bool, ta
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config(300))]
 
     /// The file-level three-way merge: local file changes rebased onto a
     /// remote that changed concurrently keep both sides' new messages, lose
