@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::engine::PollMode;
 
 /// The keys editors send (`interface.md`), all optional. Unknown keys are ignored.
+/// (Logging is set by `THREADSYNC_LOG` / `THREADSYNC_LOG_FILE` alone: it starts
+/// before `initialize`.)
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Options {
@@ -19,9 +21,6 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// `longpoll` (default), `adaptive`, or `fixed:<seconds>` (the seed's 5 s polling is `fixed:5`).
     pub poll: Option<String>,
-    /// A log file (size-bounded); logs never go to stdout.
-    pub log_file: Option<PathBuf>,
-    pub log_level: Option<String>,
 }
 
 impl Options {
@@ -33,8 +32,6 @@ impl Options {
             threads_dir: self.threads_dir.or(other.threads_dir),
             state_dir: self.state_dir.or(other.state_dir),
             poll: self.poll.or(other.poll),
-            log_file: self.log_file.or(other.log_file),
-            log_level: self.log_level.or(other.log_level),
         }
     }
 
@@ -46,8 +43,6 @@ impl Options {
             threads_dir: var("THREADSYNC_THREADS_DIR").map(PathBuf::from),
             state_dir: var("THREADSYNC_STATE_DIR").map(PathBuf::from),
             poll: var("THREADSYNC_POLL"),
-            log_file: var("THREADSYNC_LOG_FILE").map(PathBuf::from),
-            log_level: var("THREADSYNC_LOG"),
         }
     }
 
