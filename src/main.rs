@@ -46,7 +46,12 @@ enum Command {
         command: TokenCommand,
     },
     /// The editor sidecar: JSON-RPC (LSP framing) on stdin/stdout.
-    Lsp,
+    Lsp {
+        /// Accepted and ignored: stdio is the only transport, and LSP clients
+        /// (vscode-languageclient among them) add this flag by convention.
+        #[arg(long, hide = true)]
+        stdio: bool,
+    },
     /// Checks thread files (`<threadId>.json`) the way the sidecar reads them.
     Check {
         /// Thread files to check.
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Lsp => threadsync::lsp::run(),
+        Command::Lsp { stdio: _ } => threadsync::lsp::run(),
         Command::Check { files } => check(&files),
     }
 }

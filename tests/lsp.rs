@@ -465,6 +465,31 @@ fn configuration_precedence() {
     opts["token"] = json!(token);
     let mut c = Sidecar::spawn_env(&d, opts, None, &[("THREADSYNC_TOKEN", "tsk_0000000000_wrong")]);
     c.wait_status("synced", T);
+    // A setting of the wrong type is an error naming it, and nothing of that
+    // change is applied (the server stays the working one).
+    c.notify("workspace/didChangeConfiguration", json!({ "settings": { "server": "http://127.0.0.1:9", "poll": 5 } }));
+    let m = c.wait_note("showMessage", T, |m| m["method"] == "window/showMessage");
+    assert!(m["params"]["message"].as_str().unwrap().contains("poll: expected a string, got 5"), "{m}");
+    c.ok("threadsync/createThread", json!({ "title": "still syncing" }));
+    c.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
+    c.close();
+    assert!(c.exited_within(Duration::from_secs(1)));
+    // Badly typed initializationOptions: the sidecar says which key and does not start syncing.
+    let mut bad = dirs.clone();
+    bad["threadsDir"] = json!(["not", "a", "path"]);
+    let mut e = Sidecar::spawn_env(&d, bad, None, &[]);
+    let m = e.wait_note("showMessage", T, |m| m["method"] == "window/showMessage");
+    assert!(m["params"]["message"].as_str().unwrap().contains("threadsDir: expected a string"), "{m}");
+    e.close();
+    assert!(e.exited_within(Duration::from_secs(1)));
+    // `--stdio`, which LSP clients add by convention, is accepted.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_threadsync"))
+        .args(["lsp", "--stdio"])
+        .env("HOME", &d)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Without file notifications (the fallback when the OS watcher cannot

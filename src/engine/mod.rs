@@ -717,7 +717,11 @@ impl SyncEngine {
                             t.phase = TicketPhase::Done;
                         }
                     }
+                    // A force sync whose pushes landed after this pull began
+                    // needs a pull of its own, now rather than at the next poll.
+                    let ticket_waits = self.tickets.iter().any(|t| matches!(t.phase, TicketPhase::Pulling { .. }));
                     self.pull.next_at = Some(match self.cfg.poll {
+                        _ if ticket_waits => now,
                         PollMode::LongPoll { .. } => now,
                         PollMode::Fixed(d) => now + d,
                         PollMode::Adaptive { .. } => now + self.poller.interval(now),
@@ -1434,6 +1438,11 @@ impl SyncEngine {
                 done.push(i);
             }
         }
+        if !done.is_empty() {
+            // Whoever waited for this sync reads the status next: make it
+            // current now rather than at the throttle's trailing edge.
+            self.emit_status();
+        }
         for i in done.into_iter().rev() {
             let t = self.tickets.remove(i);
             self.actions.push_back(Action::SyncDone { ticket: t.id, result: Ok(()) });
@@ -1486,7 +1495,10 @@ impl SyncEngine {
     fn compute_status(&self) -> Status {
         let pending = self.threads.values().filter(|t| t.unsent_or_inflight()).count();
         let conflicts = self.conflicts.len();
-        let online = matches!(self.net, Connectivity::Online);
+        // Online means "reached the server": until the first answer arrives we
+        // do not know, and a statusline must not show a tick for a sidecar that
+        // has never synced (it stays `syncing` until the first catch-up ends).
+        let online = matches!(self.net, Connectivity::Online) && self.last_sync.is_some();
         let file_error =
             self.threads.values().find_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.base.thread.id)));
         let pushing = self.lanes.iter().any(|l| l.inflight.is_some());
@@ -1499,7 +1511,9 @@ impl SyncEngine {
             (State::Conflict, Some(format!("{conflicts} conflict(s) to resolve")))
         } else if let Some(e) = file_error.or_else(|| self.server_error.clone()) {
             (State::Error, Some(e))
-        } else if pushing || (pulling && !self.pull.synced_once) {
+        } else if !self.pull.synced_once {
+            (State::Syncing, Some(if pulling { "first sync" } else { "connecting" }.to_string()))
+        } else if pushing {
             (State::Syncing, None)
         } else if pending > 0 {
             (State::Pending, None)

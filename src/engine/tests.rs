@@ -531,6 +531,25 @@ fn status_is_emitted_right_after_start_and_settles_on_synced() {
 }
 
 #[test]
+fn a_sidecar_that_never_reached_the_server_is_not_shown_as_synced() {
+    // No server answers: the first pull fails with a connection error.
+    let mut h = Harness::new(EngineConfig::default());
+    h.tick_until_action(secs(1), |a| matches!(a, Action::Pull { .. }));
+    let first = h.statuses_since(0);
+    assert!(!first.is_empty());
+    for (_, s) in &first {
+        assert_eq!(s.state, State::Syncing, "before any answer: {s:?}");
+        assert!(!s.online, "before any answer: {s:?}");
+    }
+    let req = h.pull_req();
+    h.answer_pull_with(req, PullOutcome::Failed(Failure::Network("connection refused".into())));
+    h.tick(secs(1));
+    let all = h.statuses_since(0);
+    assert!(all.iter().all(|(_, s)| s.state != State::Synced && !s.online), "{all:?}");
+    assert_eq!(all.last().unwrap().1.state, State::Offline);
+}
+
+#[test]
 fn a_changed_thread_goes_pending_then_syncing_then_synced() {
     let mut h = Harness::synced(EngineConfig::default());
     let (t, m) = (h.now, h.mark());
@@ -1348,6 +1367,15 @@ fn force_sync_skips_the_windows_and_reports_done_after_push_and_pull() {
     h.answer_pull(fresh);
     assert_eq!(done(&h), [(t + ms(40), (ticket, Ok(())))]);
     h.assert_matches_server(&id);
+    // The editor's status is current when the sync is reported done (not one
+    // status interval later): the last status before SyncDone says synced.
+    let at = h.log.iter().rposition(|(_, a)| matches!(a, Action::SyncDone { .. })).unwrap();
+    let before = h.log[..at].iter().rev().find_map(|(_, a)| match a {
+        Action::Status(s) => Some(s.clone()),
+        _ => None,
+    });
+    assert_eq!(before, Some(h.engine.status()));
+    assert_eq!(h.engine.status().state, State::Synced);
 }
 
 #[test]
@@ -1369,6 +1397,34 @@ fn force_sync_cancels_a_held_long_poll_and_pulls_fresh() {
     });
     assert_eq!(done.len(), 1, "no SyncDone within 2 s; fresh pull: {:?}", pulls[0]);
     assert_eq!(done[0].1, (ticket, Ok(())));
+}
+
+#[test]
+fn force_sync_with_fixed_polling_pulls_again_when_the_pull_in_flight_predates_the_push() {
+    // The pull that a first push's answer starts is still out when the last
+    // push lands: it cannot confirm that push, so a new one must follow now,
+    // not at the next poll 10 minutes later.
+    let cfg = EngineConfig { flush_when_idle: true, poll: PollMode::Fixed(secs(600)), ..EngineConfig::default() };
+    let mut h = Harness::synced(cfg);
+    let m = h.mark();
+    let id = h.create_thread("first");
+    h.tick_until_action(secs(1), |a| matches!(a, Action::Push { .. }));
+    let first = h.push_req();
+    h.append(&id, json!("second"));
+    let ticket = h.force_sync(None);
+    h.answer_push(first);
+    let pull = h.pull_req();
+    let second = h.push_req();
+    h.tick(ms(10));
+    h.answer_push(second);
+    h.answer_pull(pull);
+    h.run_for(secs(2));
+    let done = h.find(m, |a| match a {
+        Action::SyncDone { ticket, result } => Some((*ticket, result.clone())),
+        _ => None,
+    });
+    assert_eq!(done.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), [(ticket, Ok(()))]);
+    h.assert_matches_server(&id);
 }
 
 #[test]

@@ -5,15 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::engine::PollMode;
 
 /// The keys editors send (`interface.md`), all optional. Unknown keys are ignored.
 /// (Logging is set by `THREADSYNC_LOG` / `THREADSYNC_LOG_FILE` alone: it starts
 /// before `initialize`.)
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Options {
     pub server: Option<String>,
     pub token: Option<String>,
@@ -51,20 +48,41 @@ impl Options {
         let Some(path) = dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("threadsync/config.json")) else {
             return Options::default();
         };
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable config file");
-                Options::default()
-            }),
-            Err(_) => Options::default(),
-        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Options::default();
+        };
+        let parsed = serde_json::from_slice(&bytes).map_err(|e| e.to_string());
+        parsed.and_then(|v| Options::from_value(&v)).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable config file");
+            Options::default()
+        })
     }
 
     /// Options from an LSP settings value: either the keys themselves or
-    /// nested under `threadsync`.
-    pub fn from_value(v: &serde_json::Value) -> Options {
+    /// nested under `threadsync`. A key of the wrong type is an error naming
+    /// it (rather than the whole object silently falling back to defaults);
+    /// `null` and `""` mean "not set", which is what editors send for an
+    /// empty setting. Unknown keys are ignored.
+    pub fn from_value(v: &serde_json::Value) -> Result<Options, String> {
+        use serde_json::Value;
         let v = v.get("threadsync").unwrap_or(v);
-        serde_json::from_value(v.clone()).unwrap_or_default()
+        let map = match v {
+            Value::Null => return Ok(Options::default()),
+            Value::Object(map) => map,
+            other => return Err(format!("settings must be an object, not {other}")),
+        };
+        let text = |key: &str| match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone()).filter(|s| !s.is_empty())),
+            Some(other) => Err(format!("{key}: expected a string, got {other}")),
+        };
+        Ok(Options {
+            server: text("server")?,
+            token: text("token")?,
+            threads_dir: text("threadsDir")?.map(PathBuf::from),
+            state_dir: text("stateDir")?.map(PathBuf::from),
+            poll: text("poll")?,
+        })
     }
 }
 

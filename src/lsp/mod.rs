@@ -32,7 +32,8 @@ pub const RESOLVE_CONFLICT: &str = "threadsync.resolveConflict";
 
 pub struct Backend {
     client: Client,
-    init_options: Mutex<Options>,
+    /// `initializationOptions`, or why they cannot be used.
+    init_options: Mutex<std::result::Result<Options, String>>,
     sync: Arc<Syncing>,
 }
 
@@ -106,7 +107,7 @@ impl Backend {
             status_tx,
             lock: Mutex::new(None),
         });
-        Backend { client, init_options: Mutex::new(Options::default()), sync }
+        Backend { client, init_options: Mutex::new(Ok(Options::default())), sync }
     }
 
     fn driver(&self) -> Result<mpsc::UnboundedSender<Cmd>> {
@@ -132,7 +133,7 @@ impl Backend {
     }
 
     fn config(&self, extra: Option<Options>) -> std::result::Result<Config, String> {
-        let init = self.init_options.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let init = self.init_options.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
         let merged = extra.unwrap_or_default().or(init).or(Options::from_env()).or(Options::from_file());
         Config::resolve(&merged)
     }
@@ -252,8 +253,7 @@ impl LanguageServer for Backend {
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
-        let opts = Options::from_value(&params.settings);
-        match self.config(Some(opts)) {
+        match Options::from_value(&params.settings).and_then(|opts| self.config(Some(opts))) {
             Ok(cfg) => {
                 if let Ok(d) = self.driver() {
                     let _ = d.send(Cmd::Reconfigure(cfg));
