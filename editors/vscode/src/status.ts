@@ -90,6 +90,12 @@ function count(n: unknown): number {
   return typeof n === 'number' && Number.isFinite(n) && n > 0 ? Math.floor(n) : 0;
 }
 
+/** The sidecar reports `online: false` until the server first answers, and when it stops answering. */
+function reachability(status: SyncStatus): string {
+  if (status.online) return '';
+  return status.state === 'syncing' ? ' (connecting to the server)' : ' (server not reachable)';
+}
+
 /** The click action for a status (see README: "Status bar"). */
 export function clickCommand(status: SyncStatus | undefined): string {
   if (!status) return Commands.restart;
@@ -165,7 +171,7 @@ export function present(status: SyncStatus | undefined, now: Date, phase: Client
   const command = clickCommand(status);
   const label = STATE_LABELS[status.state] ?? String(status.state);
   const lines = [
-    `**ThreadSync**: ${escapeMarkdown(label)}${status.online ? '' : ' (server not reachable)'}`,
+    `**ThreadSync**: ${escapeMarkdown(label)}${reachability(status)}`,
     '',
     `Pending: ${plural(pending, 'thread')} with changes not on the server  `,
     `Conflicts: ${conflicts}  `,

@@ -41,6 +41,13 @@ test('pending: count in the text, singular and plural in the tooltip', () => {
   assert.equal(three.command, Commands.forceSync);
 });
 
+test('syncing before the server first answered says it is connecting, not unreachable', () => {
+  const p = present(st({ state: 'syncing', online: false, message: 'connecting' }), NOW);
+  assert.equal(p.text, '$(sync~spin) Syncing');
+  assert.match(p.tooltip, /Syncing \(connecting to the server\)/);
+  assert.doesNotMatch(p.tooltip, /not reachable/);
+});
+
 test('offline: with and without pending changes', () => {
   const p = present(st({ state: 'offline', online: false, pending: 2, message: 'server unreachable: connection refused' }), NOW);
   assert.equal(p.text, '$(debug-disconnect) Offline, 2 pending');
