@@ -66,14 +66,8 @@ H.main(function()
     H.contains(preview, 'Original', 'preview')
     H.contains(preview, 'Mine', 'preview')
     H.contains(preview, 'Theirs', 'preview')
-    H.wait('"resolved" notification', 10000, function()
-      for _, n in ipairs(notes) do
-        if n.msg:find('resolved: kept local', 1, true) then
-          return true
-        end
-      end
-    end, function()
-      return notes
+    H.wait_item('"resolved" notification', 10000, notes, function(n)
+      return n.msg:find('resolved: kept local', 1, true)
     end)
     H.wait_statusline('TS ✓', 10000)
     H.eq(0, ts.status().conflicts, 'conflicts')

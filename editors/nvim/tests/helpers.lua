@@ -63,6 +63,23 @@ function H.wait(what, timeout_ms, pred, describe)
   end
 end
 
+---Waits until an element of `list` (which handlers keep appending to)
+---satisfies `pred`; returns that element.
+function H.wait_item(what, timeout_ms, list, pred)
+  local found
+  H.wait(what, timeout_ms, function()
+    for _, item in ipairs(list) do
+      if pred(item) then
+        found = item
+        return true
+      end
+    end
+  end, function()
+    return list
+  end)
+  return found
+end
+
 -- ---------------------------------------------------------------------------
 -- processes
 -- ---------------------------------------------------------------------------

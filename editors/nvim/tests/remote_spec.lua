@@ -30,16 +30,9 @@ H.main(function()
   end)
 
   H.case('User ThreadSyncThreadUpdated fired with origin remote', function()
-    H.wait('remote ThreadSyncThreadUpdated for the thread', 5000, function()
-      for _, u in ipairs(updates) do
-        if u.threadId == id and u.origin == 'remote' and u.messageCount == 1 then
-          return true
-        end
-      end
-    end, function()
-      return updates
+    local u = H.wait_item('remote ThreadSyncThreadUpdated for the thread', 5000, updates, function(u)
+      return u.threadId == id and u.origin == 'remote' and u.messageCount == 1
     end)
-    local u = updates[#updates]
     H.eq('Remote plan', u.title, 'title in the event')
   end)
 
@@ -84,14 +77,8 @@ H.main(function()
 
   H.case('a local change (through the plugin) reaches the other machine; event origin local', function()
     ts.request('threadsync/appendMessage', { threadId = id, role = 'assistant', content = 'reply from A' }, function() end)
-    H.wait('local ThreadSyncThreadUpdated', 5000, function()
-      for _, u in ipairs(updates) do
-        if u.threadId == id and u.origin == 'local' and u.messageCount == 2 then
-          return true
-        end
-      end
-    end, function()
-      return updates
+    H.wait_item('local ThreadSyncThreadUpdated', 5000, updates, function(u)
+      return u.threadId == id and u.origin == 'local' and u.messageCount == 2
     end)
     H.wait('the peer has the reply', 10000, function()
       local t = peer.request('threadsync/getThread', { threadId = id })

@@ -91,14 +91,8 @@ H.main(function()
   H.case(':ThreadSync sync runs forceSync and reports success', function()
     local notes = H.capture_notify()
     vim.cmd('ThreadSync sync')
-    H.wait('"sync finished" notification', 10000, function()
-      for _, n in ipairs(notes) do
-        if n.msg:find('sync finished', 1, true) then
-          return true
-        end
-      end
-    end, function()
-      return notes
+    H.wait_item('"sync finished" notification', 10000, notes, function(n)
+      return n.msg:find('sync finished', 1, true)
     end)
   end)
 
@@ -107,16 +101,10 @@ H.main(function()
     local notes = H.capture_notify()
     vim.cmd('ThreadSync sync')
     H.contains(notes[1] and notes[1].msg or '', 'syncing', 'first notification')
-    H.wait('"sync failed" error notification', 15000, function()
-      for _, n in ipairs(notes) do
-        if n.msg:find('sync failed: ', 1, true) and n.level == vim.log.levels.ERROR then
-          H.out('    (user sees: ' .. n.msg .. ')')
-          return true
-        end
-      end
-    end, function()
-      return notes
+    local n = H.wait_item('"sync failed" error notification', 15000, notes, function(n)
+      return n.msg:find('sync failed: ', 1, true) and n.level == vim.log.levels.ERROR
     end)
+    H.out('    (user sees: ' .. n.msg .. ')')
   end)
 
   H.case(':ThreadSync restart replaces the client; status comes back', function()

@@ -3,7 +3,7 @@
 # (code-server on loopback, driven by Debian's Chromium through playwright-core), against
 # a real `threadsync serve` and a second real `threadsync lsp`.
 #   1. install.sh (idempotent): Debian packages, Node 24, code-server, playwright-core
-#   2. compiles the extension when editors/vscode/out/extension.js is missing
+#   2. brings the extension up to date (../test/build.sh: npm ci when stale, compile)
 #   3. node --test threadsync.e2e.test.mjs, bounded by `timeout` (E2E_TIMEOUT, default 300 s)
 # Env: THREADSYNC_BIN (default <repo>/target/debug/threadsync), THREADSYNC_SCREENSHOTS=1 (copy the
 # status bar screenshots to editors/vscode/screenshots/), E2E_KEEP=1 (keep temp dirs).
@@ -28,15 +28,7 @@ fail_setup() {
 "$HERE/install.sh" || fail_setup "install.sh failed"
 t_install=$(( $(date +%s) - t0 ))
 
-# Always compile: a stale out/ would test yesterday's extension.
-echo "vscode e2e: compiling the extension"
-# node_modules is fresh when it was installed from this very package-lock.json (as in test/run.sh).
-lock_hash="$(sha256sum "$EXT/package-lock.json" | cut -d' ' -f1)"
-if [ "$(cat "$EXT/node_modules/.threadsync-lock-sha256" 2>/dev/null)" != "$lock_hash" ]; then
-  (cd "$EXT" && npm ci --no-fund --no-audit --loglevel=error) || fail_setup "npm ci failed for the extension"
-  echo "$lock_hash" >"$EXT/node_modules/.threadsync-lock-sha256"
-fi
-(cd "$EXT" && npm run --silent compile) || fail_setup "could not compile the extension"
+"$EXT/test/build.sh" || fail_setup "could not build the extension"
 [ -x "$THREADSYNC_BIN" ] || fail_setup "no threadsync binary at $THREADSYNC_BIN (cargo build --locked, or set THREADSYNC_BIN)"
 
 tap="$(mktemp -t threadsync-vscode-e2e-tap.XXXXXX)"

@@ -23,17 +23,7 @@ fail_setup() {
   exit 1
 }
 
-# node_modules is fresh when it was installed from this very package-lock.json.
-lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
-stamp="node_modules/.threadsync-lock-sha256"
-if [ ! -d node_modules ] || [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
-  echo "vscode: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error || fail_setup "npm ci failed"
-  echo "$lock_hash" >"$stamp"
-fi
-
-echo "vscode: npm run compile"
-npm run --silent compile || fail_setup "TypeScript compile failed"
+"$HERE/build.sh" || fail_setup "npm ci or the TypeScript compile failed"
 
 [ -x "$THREADSYNC_BIN" ] || echo "vscode: warning: no threadsync binary at $THREADSYNC_BIN (the RPC tests will fail; build it with cargo build, or set THREADSYNC_BIN)" >&2
 
