@@ -22,7 +22,7 @@ use threadsync::ops::Op;
 
 fn msg(id: String, ts: i64) -> Arc<Message> {
     Arc::new(Message {
-        content: json!(format!("message {id}: {}", "lorem ipsum ".repeat(8))),
+        content: json!(format!("message {id}: {}", "lorem ipsum ".repeat(8))).into(),
         id: MessageId::new(id).unwrap(),
         role: "user".into(),
         timestamp: ts,
@@ -70,7 +70,7 @@ fn seed_merge(base: &[Arc<Message>], local: &[Arc<Message>], remote: &[Arc<Messa
     new.sort_by_key(|m| m.timestamp);
     let mut seen = HashSet::new();
     for m in new {
-        let text = m.content.as_str().unwrap_or("");
+        let text = m.content.value().and_then(|v| v.as_str()).unwrap_or("");
         let key = format!("{}:{}:{}", m.role, m.timestamp, &text[..text.len().min(50)]);
         if seen.insert(key) {
             merged.push(m);

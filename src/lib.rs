@@ -3,11 +3,13 @@
 //! The pure core (`model`, `ops`, `merge`, `engine`, `server`) makes every
 //! decision and performs no I/O; see ARCHITECTURE.md.
 
+pub mod client;
 pub mod engine;
 pub mod lsp;
 pub mod merge;
 pub mod model;
 pub mod ops;
 pub mod server;
+pub mod threadlog;
 pub mod time;
 pub mod wire;

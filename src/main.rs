@@ -192,11 +192,22 @@ fn check(files: &[PathBuf]) -> ExitCode {
 
 fn check_one(path: &std::path::Path) -> Result<String, String> {
     let stem = path.file_stem().and_then(|s| s.to_str()).ok_or("the file name is not valid UTF-8")?;
-    if path.extension().and_then(|e| e.to_str()) != Some("json") {
-        return Err("a thread file is named <threadId>.json".into());
-    }
+    let log = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => false,
+        Some("jsonl") => true,
+        _ => return Err("a thread file is named <threadId>.json or <threadId>.jsonl".into()),
+    };
     let id = ThreadId::new(stem).map_err(|e| format!("{stem:?} is not a thread id: {e}"))?;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let t = parse_thread_file(&bytes, &id).map_err(|e| e.to_string())?;
-    Ok(format!("{} messages, title {:?}", t.messages.len(), t.title))
+    if !log {
+        let t = parse_thread_file(&bytes, &id).map_err(|e| e.to_string())?;
+        return Ok(format!("{} messages, title {:?}", t.messages.len(), t.title));
+    }
+    let (replay, errors, used) = threadsync::threadlog::replay(&bytes, &id).map_err(|e| e.to_string())?;
+    if let Some(e) = errors.first() {
+        return Err(format!("{e} ({} bad line(s) in all; the sidecar skips them)", errors.len()));
+    }
+    let t = replay.thread();
+    let torn = if used < bytes.len() { "; its last line is not finished yet" } else { "" };
+    Ok(format!("{} messages, title {:?}{torn}", t.messages.len(), t.title))
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{ContentHash, Message, MessageId, Thread, ThreadId, json_size};
+use crate::model::{Content, ContentHash, Message, MessageId, Thread, ThreadId};
 use crate::ops::{Effect, Op, diff};
 
 /// Size limits the server enforces (and a client checks before it sends).
@@ -99,7 +99,9 @@ pub struct Conflict {
     pub kind: ConflictKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<MessageId>,
-    pub base: Value,
+    /// The value both sides started from. For a message conflict it is the
+    /// message's content, elided inside the engine until the shell loads it.
+    pub base: Content,
     pub local: Value,
     pub remote: Value,
     /// For message conflicts: the message as it was at the base, so that
@@ -123,7 +125,7 @@ impl Conflict {
                 let id = self.message_id.clone()?;
                 match current.get(&id) {
                     Some(m) if m.content == self.local => None,
-                    Some(m) => Some(Op::Edit { id, content: self.local.clone(), base: ContentHash::of(&m.content) }),
+                    Some(m) => Some(Op::Edit { id, content: Content::new(self.local.clone()), base: m.content.hash() }),
                     // The message is gone: bring it back, under a new id (its
                     // old one stays deleted), with the edited content.
                     None => {
@@ -131,7 +133,7 @@ impl Conflict {
                         let mut new_id: String = base.id.as_str().chars().take(crate::model::MAX_ID_LEN - 9).collect();
                         new_id.push_str(".restored");
                         let id = MessageId::new(new_id).ok()?;
-                        let message = Message { id, content: self.local.clone(), ..base.clone() };
+                        let message = Message { id, content: Content::new(self.local.clone()), ..base.clone() };
                         let after = current.thread.messages.last().map(|m| m.id.clone());
                         Some(Op::Append { message: Arc::new(message), after, follows: None })
                     }
@@ -140,7 +142,7 @@ impl Conflict {
             ConflictKind::DeleteEdit => {
                 let id = self.message_id.clone()?;
                 let m = current.get(&id)?;
-                Some(Op::Delete { id, base: ContentHash::of(&m.content) })
+                Some(Op::Delete { id, base: m.content.hash() })
             }
         }
     }
@@ -182,7 +184,7 @@ impl Doc {
 
     /// Approximate bytes on the wire, for page budgets and metrics.
     pub fn size(&self) -> usize {
-        256 + self.thread.messages.iter().map(|m| 64 + json_size(&m.content)).sum::<usize>()
+        256 + self.thread.messages.iter().map(|m| 64 + m.content.size()).sum::<usize>()
     }
 
     pub fn exists(&self) -> bool {
@@ -406,7 +408,7 @@ pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOu
             if v.message(&message.id)?.is_some() || v.tombstone(&message.id)?.is_some() {
                 return Ok(OpOutcome::Unchanged);
             }
-            let size = json_size(&message.content);
+            let size = message.content.size();
             if size > limits.max_message_bytes {
                 return Ok(too_big(format!("message {}", message.id), size));
             }
@@ -426,21 +428,34 @@ pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOu
             }
             applied(Effect::Insert { index, after: anchor.clone(), message: message.clone() })
         }
+        Op::Restore { message, of } => {
+            if v.message(&message.id)?.is_some() || v.tombstone(&message.id)?.is_some() {
+                return Ok(OpOutcome::Unchanged);
+            }
+            let size = message.content.size();
+            if size > limits.max_message_bytes {
+                return Ok(too_big(format!("message {}", message.id), size));
+            }
+            match v.tombstone(of)? {
+                Some(index) => {
+                    applied(Effect::Insert { index: index + 1, after: Some(of.clone()), message: message.clone() })
+                }
+                None => OpOutcome::Rejected { reason: format!("message {of} is not deleted; nothing to restore") },
+            }
+        }
         Op::Edit { id, content, base } => match v.message(id)? {
-            None => conflict(ConflictKind::EditDelete, Some(id), content.clone(), Value::Null),
+            None => conflict(ConflictKind::EditDelete, Some(id), content.value_or_null(), Value::Null),
             Some(m) if &m.message.content == content => OpOutcome::Unchanged,
-            Some(m) if ContentHash::of(&m.message.content) != *base => {
-                conflict(ConflictKind::Content, Some(id), content.clone(), m.message.content.clone())
+            Some(m) if m.message.content.hash() != *base => {
+                conflict(ConflictKind::Content, Some(id), content.value_or_null(), m.message.content.value_or_null())
             }
-            Some(_) if json_size(content) > limits.max_message_bytes => {
-                too_big(format!("message {id}"), json_size(content))
-            }
+            Some(_) if content.size() > limits.max_message_bytes => too_big(format!("message {id}"), content.size()),
             Some(_) => applied(Effect::Edit { id: id.clone(), content: content.clone() }),
         },
         Op::Delete { id, base } => match v.message(id)? {
             None => OpOutcome::Unchanged,
-            Some(m) if ContentHash::of(&m.message.content) != *base => {
-                conflict(ConflictKind::DeleteEdit, Some(id), Value::Null, m.message.content.clone())
+            Some(m) if m.message.content.hash() != *base => {
+                conflict(ConflictKind::DeleteEdit, Some(id), Value::Null, m.message.content.value_or_null())
             }
             Some(_) => applied(Effect::Delete { id: id.clone() }),
         },
@@ -474,7 +489,7 @@ pub fn decide<V: ThreadView>(v: &mut V, op: &Op, limits: &Limits) -> Result<OpOu
 pub struct Merged {
     pub doc: Doc,
     /// The base side of each conflict is filled in from `base`.
-    pub conflicts: Vec<(ConflictInfo, Value)>,
+    pub conflicts: Vec<(ConflictInfo, Content)>,
     /// Operations refused outright (e.g. too large), with the reason.
     pub rejected: Vec<(Op, String)>,
 }
@@ -500,12 +515,12 @@ pub fn merge(base: &Doc, local: &Thread, remote: &Doc, limits: &Limits) -> Merge
 }
 
 /// The base side of a conflict, as the client saw it when it made the change.
-pub fn base_value(base: &Doc, c: &ConflictInfo) -> Value {
+pub fn base_value(base: &Doc, c: &ConflictInfo) -> Content {
     match (c.kind, &c.message_id) {
-        (ConflictKind::Title, _) => Value::String(base.thread.title.clone()),
-        (ConflictKind::Env, _) => base.thread.env.clone(),
-        (_, Some(id)) => base.get(id).map(|m| m.content.clone()).unwrap_or(Value::Null),
-        (_, None) => Value::Null,
+        (ConflictKind::Title, _) => Content::new(Value::String(base.thread.title.clone())),
+        (ConflictKind::Env, _) => Content::new(base.thread.env.clone()),
+        (_, Some(id)) => base.get(id).map_or_else(|| Content::new(Value::Null), |m| m.content.clone()),
+        (_, None) => Content::new(Value::Null),
     }
 }
 
@@ -536,7 +551,7 @@ mod tests {
         Arc::new(Message {
             id: MessageId::new(id).unwrap(),
             role: "user".into(),
-            content: json!(format!("text of {id}")),
+            content: json!(format!("text of {id}")).into(),
             timestamp: 0,
             extra: Default::default(),
         })
@@ -587,7 +602,7 @@ mod tests {
         append(&mut d, "x", Some("gone"));
         assert_eq!(ids(&d), "m n x");
         let mut d = doc(&["m", "n"]);
-        let base = ContentHash::of(&d.get(&MessageId::new("m").unwrap()).unwrap().content);
+        let base = d.get(&MessageId::new("m").unwrap()).unwrap().content.hash();
         d.apply(&Op::Delete { id: MessageId::new("m").unwrap(), base }, &Limits::default());
         // n now descends from m's anchor (none): a run after n still follows n.
         append(&mut d, "y", Some("n"));
@@ -633,8 +648,8 @@ mod tests {
     fn edit_against_edit_and_delete() {
         let base = doc(&["m"]);
         let id = MessageId::new("m").unwrap();
-        let h = ContentHash::of(&base.thread.messages[0].content);
-        let edit = |c: &str| Op::Edit { id: id.clone(), content: json!(c), base: h };
+        let h = base.thread.messages[0].content.hash();
+        let edit = |c: &str| Op::Edit { id: id.clone(), content: json!(c).into(), base: h };
         let mut d = base.clone();
         assert!(matches!(d.apply(&edit("one"), &Limits::default()), OpOutcome::Applied { .. }));
         assert_eq!(d.apply(&edit("one"), &Limits::default()), OpOutcome::Unchanged);
@@ -656,6 +671,24 @@ mod tests {
         let c = Conflict::new("c".into(), d.id().clone(), conflict, &base);
         d.apply(&c.choose_local(&d).unwrap(), &Limits::default());
         assert_eq!(d.thread.messages[0].content, json!("kept"));
+    }
+
+    #[test]
+    fn a_restore_puts_the_copy_exactly_where_the_deleted_message_was() {
+        // b is followed by replies that descend from it: an append after b
+        // would go after them; a restore goes right at b's place.
+        let mut d = doc(&["a"]);
+        append(&mut d, "b", Some("a"));
+        append(&mut d, "c", Some("b"));
+        append(&mut d, "e", Some("c"));
+        let base = d.get(&MessageId::new("b").unwrap()).unwrap().content.hash();
+        d.apply(&Op::Delete { id: MessageId::new("b").unwrap(), base }, &Limits::default());
+        let restore = Op::Restore { message: msg("b2"), of: MessageId::new("b").unwrap() };
+        assert!(matches!(d.apply(&restore, &Limits::default()), OpOutcome::Applied { .. }));
+        assert_eq!(ids(&d), "a b2 c e");
+        assert_eq!(d.apply(&restore, &Limits::default()), OpOutcome::Unchanged, "replays change nothing");
+        let not_deleted = Op::Restore { message: msg("c2"), of: MessageId::new("c").unwrap() };
+        assert!(matches!(d.apply(&not_deleted, &Limits::default()), OpOutcome::Rejected { .. }));
     }
 
     #[test]
@@ -687,7 +720,7 @@ mod tests {
         let mut local = base.thread.clone();
         local.title = "new".into();
         local.messages.remove(1);
-        Arc::make_mut(&mut local.messages[0]).content = json!("edited");
+        Arc::make_mut(&mut local.messages[0]).content = json!("edited").into();
         local.messages.push(msg("d"));
         local.messages.push(msg("e"));
         let m = merge(&base, &local, &base, &Limits::default());

@@ -171,6 +171,135 @@ macro_rules! id_impls {
 id_impls!(ThreadId);
 id_impls!(MessageId);
 
+/// A message's content: a string or any JSON value (content blocks), possibly
+/// megabytes.
+///
+/// Where only decisions are made — the client engine — content is *elided*:
+/// held as its hash and size alone, the value itself staying in the sidecar's
+/// state database (the shell loads it when it writes a file or pushes).
+/// Elided content compares by hash and refuses to serialise, so it can never
+/// reach a file or the wire by mistake.
+#[derive(Clone)]
+pub struct Content(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Loaded(Arc<Loaded>),
+    Elided { hash: ContentHash, size: usize },
+}
+
+struct Loaded {
+    value: Value,
+    // Computed on first use: a server comparing two loaded values never needs them.
+    hash: std::sync::OnceLock<ContentHash>,
+    size: std::sync::OnceLock<usize>,
+}
+
+impl Content {
+    pub fn new(value: Value) -> Self {
+        Content(Repr::Loaded(Arc::new(Loaded {
+            value,
+            hash: std::sync::OnceLock::new(),
+            size: std::sync::OnceLock::new(),
+        })))
+    }
+
+    /// Content known only by its hash and size.
+    pub fn elided_of(hash: ContentHash, size: usize) -> Self {
+        Content(Repr::Elided { hash, size })
+    }
+
+    /// The same content without its value.
+    pub fn elided(&self) -> Self {
+        Content::elided_of(self.hash(), self.size())
+    }
+
+    pub fn is_elided(&self) -> bool {
+        matches!(self.0, Repr::Elided { .. })
+    }
+
+    /// The value, unless elided.
+    pub fn value(&self) -> Option<&Value> {
+        match &self.0 {
+            Repr::Loaded(l) => Some(&l.value),
+            Repr::Elided { .. } => None,
+        }
+    }
+
+    /// The value, or null when elided (for diagnostics and conflict sides
+    /// the engine computes only to throw away).
+    pub fn value_or_null(&self) -> Value {
+        self.value().cloned().unwrap_or(Value::Null)
+    }
+
+    pub fn hash(&self) -> ContentHash {
+        match &self.0 {
+            Repr::Loaded(l) => *l.hash.get_or_init(|| ContentHash::of(&l.value)),
+            Repr::Elided { hash, .. } => *hash,
+        }
+    }
+
+    /// Bytes on the wire (see [`json_size`]).
+    pub fn size(&self) -> usize {
+        match &self.0 {
+            Repr::Loaded(l) => *l.size.get_or_init(|| json_size(&l.value)),
+            Repr::Elided { size, .. } => *size,
+        }
+    }
+}
+
+impl From<Value> for Content {
+    fn from(v: Value) -> Self {
+        Content::new(v)
+    }
+}
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Loaded(a), Repr::Loaded(b)) => Arc::ptr_eq(a, b) || a.value == b.value,
+            _ => self.hash() == other.hash(),
+        }
+    }
+}
+
+impl Eq for Content {}
+
+impl PartialEq<Value> for Content {
+    fn eq(&self, other: &Value) -> bool {
+        match self.value() {
+            Some(v) => v == other,
+            None => self.hash() == ContentHash::of(other),
+        }
+    }
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::Loaded(l) => write!(f, "{:?}", l.value),
+            Repr::Elided { hash, size } => write!(f, "<{hash:?}, {size} bytes>"),
+        }
+    }
+}
+
+impl Serialize for Content {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.value() {
+            Some(v) => v.serialize(s),
+            None => {
+                Err(serde::ser::Error::custom("message content is not loaded (elided content never leaves the engine)"))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(Content::new)
+    }
+}
+
 /// One message. `content` is a string or any JSON (content blocks) and may be
 /// megabytes; messages are shared (`Arc`) so that copies of a thread are cheap.
 // `Eq` lets `Arc<Message>` comparisons short-cut on pointer equality.
@@ -178,7 +307,7 @@ id_impls!(MessageId);
 pub struct Message {
     pub id: MessageId,
     pub role: String,
-    pub content: Value,
+    pub content: Content,
     #[serde(default)]
     pub timestamp: i64,
     #[serde(flatten)]
@@ -220,9 +349,16 @@ impl Thread {
     }
 }
 
+impl Message {
+    /// The same message with its content elided.
+    pub fn elided(&self) -> Message {
+        Message { content: self.content.elided(), ..self.clone() }
+    }
+}
+
 /// A short, stable hash of a JSON value, used as the "based on" of edits so
 /// that an edit need not carry the megabytes it replaces.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct ContentHash(pub u64);
 
@@ -297,7 +433,7 @@ struct RawThread {
     created: i64,
     #[serde(default)]
     title: String,
-    #[serde(default)]
+    // Required: a file without it is broken, not "every message deleted".
     messages: Vec<RawMessage>,
     #[serde(default = "empty_object")]
     env: Value,
@@ -333,7 +469,7 @@ pub fn parse_thread_file(bytes: &[u8], expected: &ThreadId) -> Result<Thread, Fi
         messages.push(Arc::new(Message {
             id,
             role: m.role,
-            content: m.content,
+            content: Content::new(m.content),
             timestamp: m.timestamp,
             extra: m.extra,
         }));
@@ -349,7 +485,7 @@ pub fn parse_thread_file(bytes: &[u8], expected: &ThreadId) -> Result<Thread, Fi
     })
 }
 
-fn derive_key(thread: &ThreadId, role: &str, timestamp: i64, content: &Value) -> u64 {
+pub(crate) fn derive_key(thread: &ThreadId, role: &str, timestamp: i64, content: &Value) -> u64 {
     let mut h = Sha256::new();
     h.update(thread.as_str().as_bytes());
     h.update([0]);
@@ -419,7 +555,13 @@ mod tests {
     fn bad_files_are_reported_not_accepted() {
         let id = ThreadId::new("T-1").unwrap();
         assert!(matches!(parse_thread_file(b"{\"id\": \"T-1\", \"mess", &id), Err(FileError::Json(_))));
-        assert!(matches!(parse_thread_file(br#"{"id": "T-2"}"#, &id), Err(FileError::IdMismatch { .. })));
+        assert!(matches!(
+            parse_thread_file(br#"{"id": "T-2", "messages": []}"#, &id),
+            Err(FileError::IdMismatch { .. })
+        ));
+        // No `messages` is a broken file, not an empty thread.
+        let e = parse_thread_file(br#"{"id": "T-1"}"#, &id).unwrap_err();
+        assert!(e.to_string().contains("missing field `messages`"), "{e}");
         let dup = json!({"id": "T-1", "messages": [
             {"id": "m", "role": "user", "content": "a"}, {"id": "m", "role": "user", "content": "b"}]});
         assert_eq!(parse_thread_file(dup.to_string().as_bytes(), &id), Err(FileError::DuplicateMessageId("m".into())));

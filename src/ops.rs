@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::merge::Doc;
-use crate::model::{ContentHash, Message, MessageId, Thread, json_size};
+use crate::model::{Content, ContentHash, Message, MessageId, Thread, json_size};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
@@ -33,9 +33,15 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         follows: Option<MessageId>,
     },
+    /// Brings a deleted message back: a copy (`message`, under a new id)
+    /// goes right after the deleted one's tombstone `of`, where it was.
+    Restore {
+        message: Arc<Message>,
+        of: MessageId,
+    },
     Edit {
         id: MessageId,
-        content: Value,
+        content: Content,
         base: ContentHash,
     },
     Delete {
@@ -57,8 +63,10 @@ impl Op {
     pub fn size(&self) -> usize {
         64 + match self {
             Op::Create { env, .. } | Op::SetEnv { env, .. } => json_size(env),
-            Op::Append { message, .. } => json_size(&message.content) + message.role.len() + message.id.as_str().len(),
-            Op::Edit { content, .. } => json_size(content),
+            Op::Append { message, .. } | Op::Restore { message, .. } => {
+                message.content.size() + message.role.len() + message.id.as_str().len()
+            }
+            Op::Edit { content, .. } => content.size(),
             Op::Delete { .. } => 0,
             Op::SetTitle { title, base } => title.len() + base.len(),
         }
@@ -70,7 +78,7 @@ impl Op {
 pub enum Effect {
     Create { created: i64, env: Value },
     Insert { index: usize, after: Option<MessageId>, message: Arc<Message> },
-    Edit { id: MessageId, content: Value },
+    Edit { id: MessageId, content: Content },
     Delete { id: MessageId },
     Title { title: String },
     Env { env: Value },
@@ -80,8 +88,8 @@ impl Effect {
     /// Approximate bytes on the wire, for page budgets and metrics.
     pub fn size(&self) -> usize {
         64 + match self {
-            Effect::Insert { message, .. } => json_size(&message.content),
-            Effect::Edit { content, .. } => json_size(content),
+            Effect::Insert { message, .. } => message.content.size(),
+            Effect::Edit { content, .. } => content.size(),
             Effect::Create { env, .. } | Effect::Env { env } => json_size(env),
             Effect::Title { title } => title.len(),
             Effect::Delete { .. } => 0,
@@ -123,7 +131,7 @@ pub fn diff(base: &Doc, local: &Thread) -> Vec<Op> {
         match base.get(&m.id) {
             None => appends.push(Op::Append { message: m.clone(), after: prev.clone(), follows: None }),
             Some(old) if old.content != m.content => {
-                ops.push(Op::Edit { id: m.id.clone(), content: m.content.clone(), base: ContentHash::of(&old.content) })
+                ops.push(Op::Edit { id: m.id.clone(), content: m.content.clone(), base: old.content.hash() })
             }
             Some(_) => {}
         }
@@ -131,7 +139,7 @@ pub fn diff(base: &Doc, local: &Thread) -> Vec<Op> {
     }
     for m in base_rest {
         if !local_ids.contains(&m.id) {
-            ops.push(Op::Delete { id: m.id.clone(), base: ContentHash::of(&m.content) });
+            ops.push(Op::Delete { id: m.id.clone(), base: m.content.hash() });
         }
     }
     ops.extend(appends);

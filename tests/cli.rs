@@ -38,5 +38,16 @@ fn check_accepts_good_files_and_explains_bad_ones() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("T-2.json: not valid thread JSON"), "{text}");
     assert!(text.contains("is not a thread id"), "{text}");
+
+    // Logs: replayed as the sidecar reads them; a bad line is named.
+    let log = dir.join("T-3.jsonl");
+    std::fs::write(&log, "{\"type\":\"thread\",\"id\":\"T-3\",\"title\":\"l\"}\n{\"type\":\"message\",\"id\":\"a\",\"role\":\"user\",\"content\":\"x\"}\n{\"type\":\"delete\",\"id\":\"a\"}\n").unwrap();
+    let out = threadsync().arg("check").arg(&log).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (0 messages, title \"l\")"));
+    std::fs::write(&log, "{\"type\":\"thread\",\"id\":\"T-3\"}\n{\"type\":\"message\",\"role\":5}\n").unwrap();
+    let out = threadsync().arg("check").arg(&log).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("line at byte"), "{}", String::from_utf8_lossy(&out.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -38,9 +38,9 @@ fn concurrent_edits_from_two_clients_converge() {
     b.wait_note("threadUpdated from remote", T, |m| {
         m["method"] == "threadsync/threadUpdated" && m["params"]["origin"] == "remote"
     });
-    // The file on disk says the same.
-    let file: Value =
-        serde_json::from_slice(&std::fs::read(dir.0.join("b/threads").join(format!("{id}.json"))).unwrap()).unwrap();
+    // The file on disk says the same (a thread made through the sidecar is a log).
+    assert!(dir.0.join("b/threads").join(format!("{id}.jsonl")).exists());
+    let file = read_thread_file(&dir.0.join("b/threads"), &id).unwrap();
     assert_eq!(file["messages"], tb["messages"]);
 }
 
@@ -90,13 +90,11 @@ fn a_change_survives_kill_9_of_the_sidecar() {
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "k" }))["threadId"].as_str().unwrap().to_string();
     b.wait_thread(&id, T, |t| t["title"] == "k");
-    let path = a.threads.join(format!("{id}.json"));
-    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    file["messages"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({ "id": "m-kill", "role": "user", "content": "written just before the crash" }));
-    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    append_record(
+        &a.threads,
+        &id,
+        &json!({ "type": "message", "id": "m-kill", "role": "user", "content": "written just before the crash" }),
+    );
     a.kill9();
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
     let tb = b.wait_thread(&id, T, |t| !t["messages"].as_array().unwrap().is_empty());
@@ -348,14 +346,12 @@ fn two_sidecars_on_one_threads_dir_take_turns() {
     assert!(st["params"]["message"].as_str().unwrap_or_default().contains("another editor window"), "{st}");
     let id = first.ok("threadsync/createThread", json!({ "title": "two" }))["threadId"].as_str().unwrap().to_string();
     first.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "from the first" }));
-    // An assistant writes the shared file meanwhile.
-    let path = shared.join("threads").join(format!("{id}.json"));
-    let mut f: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    f["messages"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({ "id": "m-assistant", "role": "assistant", "content": "from the assistant" }));
-    std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
+    // An assistant appends to the shared log meanwhile.
+    append_record(
+        &shared.join("threads"),
+        &id,
+        &json!({ "type": "message", "id": "m-assistant", "role": "assistant", "content": "from the assistant" }),
+    );
     first.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
     // The first window goes away; the second takes over and syncs.
     first.close();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::json;
 use threadsync::merge::{Doc, Limits, OpOutcome, merge};
-use threadsync::model::{ContentHash, Message, MessageId, Thread, ThreadId};
+use threadsync::model::{Message, MessageId, Thread, ThreadId};
 use threadsync::ops::Op;
 
 #[derive(Clone, Debug)]
@@ -66,7 +66,7 @@ struct Replica {
 
 fn message(id: String) -> Arc<Message> {
     Arc::new(Message {
-        content: json!(format!("content of {id}")),
+        content: json!(format!("content of {id}")).into(),
         id: MessageId::new(id).unwrap(),
         role: "user".into(),
         timestamp: 0,
@@ -127,8 +127,8 @@ fn run(base_len: usize, replicas: usize, steps: Vec<Step>) -> Result<(), TestCas
                 let m = rep.view.thread.messages[pick % rep.view.thread.messages.len()].clone();
                 let op = Op::Edit {
                     id: m.id.clone(),
-                    content: json!(format!("edit {next}")),
-                    base: ContentHash::of(&m.content),
+                    content: json!(format!("edit {next}")).into(),
+                    base: m.content.hash(),
                 };
                 next += 1;
                 rep.view.apply(&op, &limits);
@@ -137,7 +137,7 @@ fn run(base_len: usize, replicas: usize, steps: Vec<Step>) -> Result<(), TestCas
             Step::Delete { r, pick } => {
                 let rep = &mut rs[r];
                 let m = rep.view.thread.messages[pick % rep.view.thread.messages.len()].clone();
-                let op = Op::Delete { id: m.id.clone(), base: ContentHash::of(&m.content) };
+                let op = Op::Delete { id: m.id.clone(), base: m.content.hash() };
                 rep.view.apply(&op, &limits);
                 rep.queue.push(op);
                 deleted.insert(m.id.clone());
@@ -243,7 +243,7 @@ fn rewrite(base: &Doc, drop: &[bool], edit: &[bool], add: usize, title: bool, ta
     });
     for (m, e) in t.messages.iter_mut().zip(edit) {
         if *e {
-            Arc::make_mut(m).content = json!(format!("{tag} edit of {}", m.id));
+            Arc::make_mut(m).content = json!(format!("{tag} edit of {}", m.id)).into();
         }
     }
     for k in 0..add {

@@ -90,8 +90,8 @@ fn concurrent_edits_converge() {
     sim.sidecar_append(0, &t, json!("Hello from user 1")).unwrap();
     sim.sidecar_append(1, &t, json!("Hello from user 2")).unwrap();
     sim.settle(Duration::from_secs(30)).unwrap();
-    let a = sim.clients[0].engine.as_ref().unwrap().thread(&t).unwrap().clone();
-    let b = sim.clients[1].engine.as_ref().unwrap().thread(&t).unwrap().clone();
+    let a = sim.clients[0].node.engine.thread(&t).unwrap().clone();
+    let b = sim.clients[1].node.engine.thread(&t).unwrap().clone();
     assert_eq!(a.messages.len(), 2);
     assert_eq!(a.messages, b.messages);
     assert_eq!(a.title, b.title);
@@ -116,14 +116,14 @@ fn network_partition_queues_then_delivers() {
     sim.sidecar_append(0, &t, json!("Offline message 2")).unwrap();
     let until = sim.now + Duration::from_secs(20);
     sim.run_until(until);
-    let e = sim.clients[0].engine.as_ref().unwrap();
+    let e = &sim.clients[0].node.engine;
     assert_eq!(e.pending_threads().len(), 1, "one thread is queued");
     assert_eq!(e.status().state, State::Offline);
     assert_eq!(e.status().pending, 1);
 
     sim.clients[0].partitioned_for_test(false);
     sim.settle(Duration::from_secs(60)).unwrap();
-    let e = sim.clients[0].engine.as_ref().unwrap();
+    let e = &sim.clients[0].node.engine;
     assert!(e.pending_threads().is_empty());
     assert_eq!(e.status().state, State::Synced);
     let server = sim.store.threads(&sim.team).find(|d| d.id() == &t).unwrap().clone();
@@ -158,7 +158,7 @@ fn thousand_messages_sync_fast() {
     sim.settle(Duration::from_secs(1)).unwrap();
     let secs = sim.now.saturating_since(start).as_secs_f64();
     let rate = 1000.0 / secs;
-    let other = sim.clients[1].engine.as_ref().unwrap().thread(&t).unwrap();
+    let other = sim.clients[1].node.engine.thread(&t).unwrap();
     assert_eq!(other.messages.len(), 1000);
     println!("1,000 messages synced in {secs:.2} s of virtual time: {rate:.0} messages/s, {} pushes", sim.pushes);
     assert!(rate > 100.0, "throughput {rate:.0} messages/s");

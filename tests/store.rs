@@ -24,7 +24,7 @@ fn append(id: &str, after: Option<&str>, content: serde_json::Value) -> Op {
         message: Arc::new(Message {
             id: MessageId::new(id).unwrap(),
             role: "user".into(),
-            content,
+            content: content.into(),
             timestamp: 0,
             extra: Default::default(),
         }),
@@ -126,7 +126,7 @@ fn scenarios(s: &dyn Store) {
     assert_eq!(r.results[0].status, MutationStatus::Gap);
     let edit = Op::Edit {
         id: MessageId::new("m2").unwrap(),
-        content: json!("edited"),
+        content: json!("edited").into(),
         base: threadsync::model::ContentHash::of(&json!([{"t": 1}])),
     };
     do_push(s, &a, &req("c2", vec![(4, "T1", vec![edit])]));

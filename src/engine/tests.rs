@@ -2,26 +2,31 @@
 //! clock, answered by the real server core (`server::push` / `server::pull`
 //! over a [`MemStore`]) unless a test injects a specific failure by hand.
 //!
-//! The [`Harness`] plays the shell: it performs the engine's actions (disk
-//! writes go to a fake [`Disk`], requests are kept as outstanding until the
-//! test answers them), records every action with the time it appeared, and
+//! The [`Harness`] plays the shell: it performs the engine's actions (saves
+//! and file writes through a [`Client`] over an in-memory state store and
+//! thread files, requests kept as outstanding until the test answers them),
+//! records every action with the time it appeared, and
 //! offers two ways to move time: `tick_*` fires only the engine's own timers
 //! (nothing is answered: the test decides), `run_*` is a perfect zero-latency
 //! network in front of the server core (held long-polls are answered when the
 //! team's log moves or their wait runs out, like the real server).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::file::{FileKind, FileWrite};
 use super::retry::Failure;
 use super::{Action, Choice, EngineConfig, LocalOp, LocalResult, Origin, PollMode, PullOutcome, ReqId, Restored};
-use super::{State, Status, SyncEngine, ThreadState};
-use crate::merge::{Conflict, ConflictKind, Doc, Limits};
+use super::{Save, State, Status, SyncEngine, ThreadState};
+use crate::client::mem::{MemFiles, MemState};
+use crate::client::{Client, StepError};
+use crate::engine::state::Bodies;
+use crate::merge::{ConflictKind, Doc, Limits};
 use crate::model::{Message, MessageId, Thread, ThreadId};
 use crate::ops::{Effect, Op};
 use crate::server::memory::MemStore;
@@ -55,7 +60,7 @@ fn file(id: &ThreadId, title: &str, messages: &[(&str, Value)]) -> Thread {
             Arc::new(Message {
                 id: MessageId::new(*mid).unwrap(),
                 role: "assistant".into(),
-                content: content.clone(),
+                content: content.clone().into(),
                 timestamp: 0,
                 extra: Default::default(),
             })
@@ -64,34 +69,13 @@ fn file(id: &ThreadId, title: &str, messages: &[(&str, Value)]) -> Thread {
     t
 }
 
+/// The contents of a thread whose content is loaded.
 fn contents(t: &Thread) -> Vec<Value> {
-    t.messages.iter().map(|m| m.content.clone()).collect()
+    t.messages.iter().map(|m| m.content.value().expect("content loaded").clone()).collect()
 }
 
 fn http(status: u16, message: &str) -> Failure {
     Failure::Http { status, retry_after: None, message: message.into() }
-}
-
-/// What a client keeps on disk, rebuilt from the engine's save actions.
-#[derive(Clone, Debug, Default)]
-struct Disk {
-    files: BTreeMap<ThreadId, Thread>,
-    bases: BTreeMap<ThreadId, Doc>,
-    outboxes: BTreeMap<ThreadId, Vec<Op>>,
-    cursor: Option<Cursor>,
-    conflicts: Vec<Conflict>,
-}
-
-impl Disk {
-    fn restored(&self) -> Restored {
-        Restored {
-            bases: self.bases.values().cloned().collect(),
-            outboxes: self.outboxes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            files: self.files.values().cloned().collect(),
-            cursor: self.cursor.clone(),
-            conflicts: self.conflicts.clone(),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -103,14 +87,16 @@ struct OutPull {
 }
 
 struct Harness {
-    engine: SyncEngine,
+    /// The engine with its state store and thread files, in memory.
+    client: Client<MemState, MemFiles>,
     cfg: EngineConfig,
     store: Rc<RefCell<MemStore>>,
     team: TeamId,
     /// What the server enforces (may differ from `cfg.limits`).
     server_limits: Limits,
     now: Time,
-    /// Every action the engine produced, with the time it appeared.
+    /// Every action the engine produced (saves and file writes included),
+    /// with the time it was performed.
     log: Vec<(Time, Action)>,
     /// Requests sent and not yet answered (or cancelled).
     pushes: Vec<(ReqId, PushRequest)>,
@@ -118,10 +104,13 @@ struct Harness {
     probes: Vec<ReqId>,
     /// Most pulls ever outstanding at once.
     max_pulls: usize,
-    disk: Disk,
-    /// Crash simulation: from this many logged actions on, the engine's
-    /// actions are lost (no disk write, no request leaves the machine).
+    /// Crash simulation: the client dies at the first `StepPoint` once
+    /// `points` has reached this (`h.points + k`: k more points pass): what
+    /// was done is on disk, nothing after it happens, until `restart`.
     crash_at: Option<usize>,
+    /// `StepPoint`s the client has passed (restarts included).
+    points: usize,
+    crashed: bool,
 }
 
 impl Harness {
@@ -131,8 +120,10 @@ impl Harness {
 
     fn with_store(cfg: EngineConfig, seed: u64, store: Rc<RefCell<MemStore>>, now: Time) -> Self {
         let engine = SyncEngine::new(cfg.clone(), seed, now, Restored::default());
+        let mut client = Client::new(engine, MemState::default(), MemFiles::default());
+        client.record = true;
         let mut h = Harness {
-            engine,
+            client,
             cfg,
             store,
             team: TeamId::new("team").unwrap(),
@@ -143,8 +134,9 @@ impl Harness {
             pulls: Vec::new(),
             probes: Vec::new(),
             max_pulls: 0,
-            disk: Disk::default(),
             crash_at: None,
+            points: 0,
+            crashed: false,
         };
         h.drain();
         h
@@ -164,44 +156,66 @@ impl Harness {
         h
     }
 
-    /// Drops the engine and starts a new one from what is on disk. Requests
-    /// the old engine had out are forgotten (their answers would be ignored).
+    /// Drops the engine and starts a new one from what the store kept, then
+    /// reads the thread files (as the sidecar does at start). Requests the
+    /// old engine had out are forgotten (their answers would be ignored).
     fn restart(&mut self, seed: u64) {
-        self.engine = SyncEngine::new(self.cfg.clone(), seed, self.now, self.disk.restored());
+        let restored = self.client.store.restore();
+        self.client.engine = SyncEngine::new(self.cfg.clone(), seed, self.now, restored);
         self.pushes.clear();
         self.pulls.clear();
         self.probes.clear();
         self.crash_at = None;
+        self.crashed = false;
+        self.client.recover(self.now).unwrap();
+        for id in self.client.files.ids() {
+            let kind = self.client.files.kind_of(&id).expect("listed");
+            self.client.file_changed(self.now, &id, kind).unwrap();
+        }
         self.drain();
     }
 
-    /// Performs the engine's actions, in order.
+    /// Performs the engine's actions: the disk side through the client, the
+    /// requests kept as outstanding.
     fn drain(&mut self) {
-        while let Some(a) = self.engine.poll_action() {
-            let alive = self.crash_at.is_none_or(|k| self.log.len() < k);
-            if alive {
-                match &a {
-                    Action::Push { req, body, .. } => self.pushes.push((*req, body.clone())),
-                    Action::Pull { req, cursor, wait, .. } => {
-                        self.pulls.push(OutPull { req: *req, cursor: cursor.clone(), wait: *wait, sent: self.now });
-                    }
-                    Action::CancelPull { req } => self.pulls.retain(|p| p.req != *req),
-                    Action::Probe { req, .. } => self.probes.push(*req),
-                    Action::WriteThread { thread, .. } => {
-                        self.disk.files.insert(thread.id.clone(), thread.clone());
-                    }
-                    Action::SaveBase { doc } => {
-                        self.disk.bases.insert(doc.id().clone(), doc.clone());
-                    }
-                    Action::SaveOutbox { thread_id, ops } => {
-                        self.disk.outboxes.insert(thread_id.clone(), ops.clone());
-                    }
-                    Action::SaveCursor { cursor } => self.disk.cursor = cursor.clone(),
-                    Action::SaveConflicts { conflicts } => self.disk.conflicts = conflicts.clone(),
-                    _ => {}
-                }
-                self.max_pulls = self.max_pulls.max(self.pulls.len());
+        if self.crashed {
+            // A dead client does nothing.
+            while self.client.engine.poll_action().is_some() {}
+            return;
+        }
+        let (crash_at, mut points) = (self.crash_at, self.points);
+        let r = self.client.step(self.now, &mut |_| {
+            points += 1;
+            crash_at.is_some_and(|k| points > k)
+        });
+        self.points = points;
+        let out = match r {
+            Ok(out) => out,
+            Err(StepError::Crashed) => {
+                self.crashed = true;
+                while self.client.engine.poll_action().is_some() {}
+                return;
             }
+            Err(StepError::Store(e)) => panic!("the memory store failed: {e}"),
+        };
+        for a in out.performed {
+            self.log.push((self.now, a));
+        }
+        for mut a in out.actions {
+            if let Action::Push { body, .. } = &mut a {
+                // What goes on the wire: content loaded, as the shell does.
+                *body = self.client.load_push(body).expect("a push's bodies are in the store");
+            }
+            match &a {
+                Action::Push { req, body, .. } => self.pushes.push((*req, body.clone())),
+                Action::Pull { req, cursor, wait, .. } => {
+                    self.pulls.push(OutPull { req: *req, cursor: cursor.clone(), wait: *wait, sent: self.now });
+                }
+                Action::CancelPull { req } => self.pulls.retain(|p| p.req != *req),
+                Action::Probe { req, .. } => self.probes.push(*req),
+                _ => {}
+            }
+            self.max_pulls = self.max_pulls.max(self.pulls.len());
             self.log.push((self.now, a));
         }
     }
@@ -209,32 +223,47 @@ impl Harness {
     // ----- local changes -------------------------------------------------
 
     fn create_thread(&mut self, title: &str) -> ThreadId {
-        let r = self.engine.local_op(self.now, None, LocalOp::CreateThread { title: title.into() }).unwrap();
+        let r = self.client.local_op(self.now, None, LocalOp::CreateThread { title: title.into() }).unwrap();
         self.drain();
         r.thread_id
     }
 
     fn append(&mut self, id: &ThreadId, content: Value) -> LocalResult {
-        let r = self.engine.local_op(self.now, Some(id), LocalOp::Append { role: "user".into(), content }).unwrap();
+        let r = self.client.local_op(self.now, Some(id), LocalOp::Append { role: "user".into(), content }).unwrap();
         self.drain();
         r
     }
 
     fn set_title(&mut self, id: &ThreadId, title: &str) {
-        self.engine.local_op(self.now, Some(id), LocalOp::SetTitle { title: title.into() }).unwrap();
+        self.client.local_op(self.now, Some(id), LocalOp::SetTitle { title: title.into() }).unwrap();
         self.drain();
     }
 
-    /// The file watcher reports a (parsed) thread file.
-    /// The file is on disk before the watcher sees it.
+    /// An assistant writes the thread's file to hold `thread` (a `.json`
+    /// rewrite, or records appended to a log) and the watcher reports it.
     fn snapshot(&mut self, thread: Thread) {
-        self.disk.files.insert(thread.id.clone(), thread.clone());
-        self.engine.local_snapshot(self.now, thread);
+        let id = thread.id.clone();
+        self.client.files.assistant_write(&thread);
+        let kind = self.client.files.kind_of(&id).expect("just written");
+        if !self.crashed {
+            self.client.file_changed(self.now, &id, kind).unwrap();
+        }
         self.drain();
+    }
+
+    /// What a thread's file holds, as a reader sees it.
+    fn file_of(&self, id: &ThreadId) -> Thread {
+        self.client.files.thread(id).unwrap_or_else(|| panic!("no readable file for {id}"))
+    }
+
+    /// The thread as the user sees it, content loaded.
+    fn view(&self, id: &ThreadId) -> Thread {
+        let t = self.client.engine.thread(id).unwrap_or_else(|| panic!("{id} is not in memory"));
+        self.client.store.load_thread(t).unwrap()
     }
 
     fn force_sync(&mut self, thread: Option<ThreadId>) -> u64 {
-        let ticket = self.engine.force_sync(self.now, thread);
+        let ticket = self.client.engine.force_sync(self.now, thread);
         self.drain();
         ticket
     }
@@ -243,10 +272,10 @@ impl Harness {
 
     /// Fires the engine's next timer if it is due by `limit`.
     fn step(&mut self, limit: Time) -> bool {
-        match self.engine.poll_timeout() {
+        match self.client.engine.poll_timeout() {
             Some(due) if due <= limit => {
                 self.now = self.now.max(due);
-                self.engine.handle_timeout(self.now);
+                self.client.engine.handle_timeout(self.now);
                 self.drain();
                 true
             }
@@ -353,7 +382,7 @@ impl Harness {
     fn answer_push(&mut self, req: ReqId) -> PushResponse {
         let body = self.take_push(req);
         let resp = self.server_push(&body);
-        self.engine.handle_push(self.now, req, Ok(resp.clone()));
+        self.client.engine.handle_push(self.now, req, Ok(resp.clone()));
         self.drain();
         resp
     }
@@ -361,7 +390,7 @@ impl Harness {
     /// Hand-crafted failure: the server never saw the push.
     fn fail_push(&mut self, req: ReqId, f: Failure) {
         self.take_push(req);
-        self.engine.handle_push(self.now, req, Err(f));
+        self.client.engine.handle_push(self.now, req, Err(f));
         self.drain();
     }
 
@@ -374,21 +403,21 @@ impl Harness {
     fn answer_pull(&mut self, req: ReqId) {
         let p = self.take_pull(req);
         let out = self.server_pull(p.cursor.as_ref());
-        self.engine.handle_pull(self.now, req, out);
+        self.client.handle_pull(self.now, req, out);
         self.drain();
     }
 
     /// Answers a pull with a hand-crafted outcome.
     fn answer_pull_with(&mut self, req: ReqId, out: PullOutcome) {
         self.take_pull(req);
-        self.engine.handle_pull(self.now, req, out);
+        self.client.handle_pull(self.now, req, out);
         self.drain();
     }
 
     fn answer_probe(&mut self, req: ReqId, outcome: Result<(), Failure>) {
         let i = self.probes.iter().position(|r| *r == req).expect("probe outstanding");
         self.probes.remove(i);
-        self.engine.handle_probe(self.now, req, outcome);
+        self.client.engine.handle_probe(self.now, req, outcome);
         self.drain();
     }
 
@@ -428,12 +457,12 @@ impl Harness {
         let mut last = self.now;
         loop {
             self.serve();
-            let timer = self.engine.poll_timeout();
+            let timer = self.client.engine.poll_timeout();
             let held = self.pulls.iter().filter_map(|p| p.wait.map(|w| p.sent + w)).min();
             let Some(next) = [timer, held].into_iter().flatten().min().filter(|&t| t <= end) else { break };
             self.now = self.now.max(next);
             if timer.is_some_and(|t| t <= self.now) {
-                self.engine.handle_timeout(self.now);
+                self.client.engine.handle_timeout(self.now);
                 self.drain();
             }
             spins = if self.now == last { spins + 1 } else { 0 };
@@ -500,8 +529,13 @@ impl Harness {
     /// The engine's view of a thread equals the server's.
     fn assert_matches_server(&self, id: &ThreadId) {
         let server = self.server_doc(id).expect("thread on the server");
-        assert_eq!(self.engine.base(id), Some(&server), "base of {id}");
-        assert_eq!(self.engine.thread(id), Some(&server.thread), "local view of {id}");
+        assert_eq!(self.client.engine.base(id), Some(&server), "base of {id}");
+        assert_eq!(self.client.engine.thread(id), Some(&server.thread), "local view of {id}");
+        // What the store keeps is what the engine has.
+        assert_eq!(self.client.store.base(id), Some(&server), "stored base of {id}");
+        // The file shows it too.
+        let f = self.file_of(id);
+        assert_eq!((&f.title, &f.messages), (&server.thread.title, &server.thread.messages), "file of {id}");
     }
 }
 
@@ -556,20 +590,20 @@ fn a_changed_thread_goes_pending_then_syncing_then_synced() {
     let id = tid("T-status");
     h.snapshot(file(&id, "hello", &[("m-1", json!("hi"))]));
 
-    assert_eq!(h.engine.pending_threads(), BTreeSet::from([id.clone()]));
-    assert_eq!(h.engine.thread_status(&id).unwrap().state, ThreadState::Pending);
+    assert_eq!(h.client.engine.pending_threads(), BTreeSet::from([id.clone()]));
+    assert_eq!(h.client.engine.thread_status(&id).unwrap().state, ThreadState::Pending);
 
     // Debounce (200 ms) then the batch window (100 ms).
     let (at, req, _) = h.next_push(secs(1));
     assert_eq!(at, t + ms(300));
-    assert_eq!(h.engine.thread_status(&id).unwrap().state, ThreadState::Syncing);
-    assert_eq!(h.engine.pending_threads(), BTreeSet::from([id.clone()]), "in flight still counts as pending");
+    assert_eq!(h.client.engine.thread_status(&id).unwrap().state, ThreadState::Syncing);
+    assert_eq!(h.client.engine.pending_threads(), BTreeSet::from([id.clone()]), "in flight still counts as pending");
 
     h.answer_push(req);
-    let ts = h.engine.thread_status(&id).unwrap();
+    let ts = h.client.engine.thread_status(&id).unwrap();
     assert_eq!(ts.state, ThreadState::Synced);
     assert_eq!(ts.last_sync, Some(t + ms(300)));
-    assert!(h.engine.pending_threads().is_empty());
+    assert!(h.client.engine.pending_threads().is_empty());
     h.tick(ms(200));
 
     let mut states: Vec<ThreadState> = h
@@ -615,7 +649,7 @@ fn rapid_rewrites_of_one_thread_become_one_push_with_the_final_content() {
         .ops
         .iter()
         .filter_map(|op| match op {
-            Op::Append { message, .. } => Some(message.content.clone()),
+            Op::Append { message, .. } => message.content.value().cloned(),
             _ => None,
         })
         .collect();
@@ -644,7 +678,7 @@ fn a_thread_rewritten_continuously_is_still_pushed_after_the_max_wait() {
     // pushed when the batch window closes.
     assert_eq!(pushes[0].0, t + ms(2_100));
     let appended = pushes[0].1.mutations[0].ops.iter().find_map(|op| match op {
-        Op::Append { message, .. } => Some(message.content.clone()),
+        Op::Append { message, .. } => message.content.value().cloned(),
         _ => None,
     });
     assert_eq!(appended, Some(json!("x".repeat(20))));
@@ -762,7 +796,7 @@ fn a_large_mutation_goes_on_the_bulk_client_and_does_not_hold_up_small_ones() {
     let big = h.create_thread("big");
     let small = h.create_thread("small");
     h.run_for(secs(1));
-    let [fast_client, bulk_client] = h.engine.client_ids().map(|c| c.clone());
+    let [fast_client, bulk_client] = h.client.engine.client_ids().map(|c| c.clone());
     assert!(bulk_client.as_str().ends_with("-bulk"), "{bulk_client}");
     assert_eq!(bulk_client.as_str(), format!("{fast_client}-bulk"));
 
@@ -802,7 +836,7 @@ fn a_push_refused_with_503_is_retried_on_the_backoff_schedule_and_never_dropped(
     h.append(&id, json!("precious"));
     let (mut last, req, first) = h.next_push(secs(1));
     h.fail_push(req, http(503, "unavailable"));
-    assert_eq!(h.engine.status().state, State::Error);
+    assert_eq!(h.client.engine.status().state, State::Error);
 
     let nominal = [1, 2, 5, 10, 30, 30, 30, 30];
     for (i, &s) in nominal.iter().enumerate() {
@@ -820,8 +854,8 @@ fn a_push_refused_with_503_is_retried_on_the_backoff_schedule_and_never_dropped(
     let server = h.server_doc(&id).unwrap();
     assert_eq!(contents(&server.thread), [json!("precious")]);
     assert_eq!(h.server_log().len(), 3, "create, title, append: each applied once");
-    assert_eq!(h.engine.status().state, State::Synced);
-    assert!(h.engine.is_idle());
+    assert_eq!(h.client.engine.status().state, State::Synced);
+    assert!(h.client.engine.is_idle());
 }
 
 #[test]
@@ -845,7 +879,7 @@ fn a_network_failure_goes_offline_and_probes_until_the_server_answers() {
     let t = h.now;
     h.fail_push(req, Failure::Network("connection refused".into()));
 
-    let s = h.engine.status();
+    let s = h.client.engine.status();
     assert_eq!(s.state, State::Offline);
     assert!(!s.online);
     assert!(s.message.unwrap().contains("connection refused"));
@@ -869,7 +903,7 @@ fn a_network_failure_goes_offline_and_probes_until_the_server_answers() {
     assert_eq!(pushes.len(), 1);
     assert_eq!(pushes[0], (p2, body));
     assert_eq!(h.pulls_since(m2).len(), 1);
-    assert!(h.engine.status().online);
+    assert!(h.client.engine.status().online);
     h.run_for(secs(1));
     assert_eq!(h.server_doc(&id).unwrap().thread.title, "offline");
 }
@@ -882,7 +916,7 @@ fn unauthorized_stops_all_requests_until_credentials_change() {
     let (_, req, body) = h.next_push(secs(1));
     let m = h.mark();
     h.fail_push(req, http(401, "bad token"));
-    let s = h.engine.status();
+    let s = h.client.engine.status();
     assert_eq!(s.state, State::Unauthorized);
     assert!(s.message.is_some());
 
@@ -893,7 +927,7 @@ fn unauthorized_stops_all_requests_until_credentials_change() {
 
     let m2 = h.mark();
     let t = h.now;
-    h.engine.credentials_changed(t);
+    h.client.engine.credentials_changed(t);
     h.drain();
     assert_eq!(h.find(m2, |a| matches!(a, Action::CancelPull { req } if *req == held).then_some(())).len(), 1);
     let pushes = h.pushes_since(m2);
@@ -902,7 +936,7 @@ fn unauthorized_stops_all_requests_until_credentials_change() {
     assert_eq!(h.pulls_since(m2).len(), 1);
     h.run_for(secs(1));
     assert_eq!(contents(&h.server_doc(&id).unwrap().thread), [json!("while unauthorized")]);
-    assert_ne!(h.engine.status().state, State::Unauthorized);
+    assert_ne!(h.client.engine.status().state, State::Unauthorized);
 }
 
 #[test]
@@ -914,7 +948,7 @@ fn a_push_that_timed_out_after_the_server_applied_it_is_resent_and_applied_once(
     // The server applied it; the answer never came (hand-crafted timeout).
     h.server_push(&body);
     h.fail_push(req, Failure::Timeout);
-    assert_eq!(h.engine.status().state, State::Offline);
+    assert_eq!(h.client.engine.status().state, State::Offline);
     let (_, i) = h.tick_until_action(secs(5), |a| matches!(a, Action::Probe { .. }));
     let Action::Probe { req: probe, .. } = h.log[i].1 else { unreachable!() };
     h.answer_probe(probe, Ok(()));
@@ -926,7 +960,7 @@ fn a_push_that_timed_out_after_the_server_applied_it_is_resent_and_applied_once(
     assert_eq!(contents(&h.server_doc(&id).unwrap().thread), [json!("once")]);
     assert_eq!(h.server_log().len(), 3);
     h.assert_matches_server(&id);
-    assert!(h.engine.is_idle());
+    assert!(h.client.engine.is_idle());
 }
 
 #[test]
@@ -935,15 +969,15 @@ fn a_pull_refused_with_503_is_retried_after_a_backoff_without_going_offline() {
     let held = h.pull_req();
     let t = h.now;
     h.answer_pull_with(held, PullOutcome::Failed(http(503, "unavailable")));
-    let s = h.engine.status();
+    let s = h.client.engine.status();
     assert_eq!((s.state, s.online), (State::Error, true));
     assert!(s.message.unwrap().contains("503"));
     let (at, _) = h.tick_until_action(secs(5), |a| matches!(a, Action::Pull { .. }));
     assert_delay(at.saturating_since(t), secs(1), "pull retry");
     // The retry succeeds (and so do the long-polls after it): the error is over.
     h.run_for(secs(60));
-    assert!(h.engine.metrics().failures == 1);
-    let s = h.engine.status();
+    assert!(h.client.engine.metrics().failures == 1);
+    let s = h.client.engine.status();
     assert_eq!((s.state, s.message), (State::Synced, None), "status still reports the old 503");
 }
 
@@ -958,6 +992,7 @@ fn a_change_refused_with_413_is_rolled_back_and_later_changes_still_go_through()
     let refused = h.append(&id, json!("too large for the proxy")).message_id.unwrap();
     let (_, req, body) = h.next_push(secs(1));
     assert_eq!(mutations(&body), [(2, id.clone())]);
+    let refusal = h.mark();
     h.fail_push(req, http(413, "payload too large"));
 
     let rollbacks = h.find(m, |a| match a {
@@ -969,14 +1004,13 @@ fn a_change_refused_with_413_is_rolled_back_and_later_changes_still_go_through()
     assert_eq!(thread_id, &id);
     assert!(reason.contains("413"), "{reason}");
     assert!(matches!(&ops[..], [Op::Append { message, .. }] if message.id == refused), "{ops:?}");
-    assert!(h.engine.thread(&id).unwrap().position(&refused).is_none(), "the local view no longer has it");
-    let written = h.disk.files.get(&id).unwrap();
+    assert!(h.client.engine.thread(&id).unwrap().position(&refused).is_none(), "the local view no longer has it");
+    let written = h.file_of(&id);
     assert!(written.position(&refused).is_none(), "the file was rewritten without it");
-    let last_write = h.find(m, |a| match a {
-        Action::WriteThread { thread, .. } if thread.id == id => Some(thread.clone()),
-        _ => None,
-    });
-    assert!(last_write.last().unwrap().1.messages.is_empty());
+    assert!(written.messages.is_empty());
+    let rewrites =
+        h.find(refusal, |a| matches!(a, Action::WriteFile { thread_id, .. } if *thread_id == id).then_some(()));
+    assert_eq!(rewrites.len(), 1, "the file is written once after the refusal");
 
     // A change to another thread goes at once, under the id the server
     // never recorded: no gap.
@@ -1023,12 +1057,12 @@ fn a_thread_held_after_a_refusal_does_not_make_the_engine_spin_while_the_lane_is
     // Past the end of the backoff, with the push still out: every deadline
     // the engine names must be in the future once it has handled `now`.
     let end = refused_at + h.cfg.thread_backoff + secs(2);
-    while let Some(due) = h.engine.poll_timeout().filter(|&d| d <= end) {
+    while let Some(due) = h.client.engine.poll_timeout().filter(|&d| d <= end) {
         let now = h.now.max(due);
         h.now = now;
-        h.engine.handle_timeout(now);
+        h.client.engine.handle_timeout(now);
         h.drain();
-        let next = h.engine.poll_timeout();
+        let next = h.client.engine.poll_timeout();
         assert!(next.is_none_or(|n| n > now), "handled {now:?}, yet the engine asks to be woken at {next:?}");
     }
     h.now = end;
@@ -1123,10 +1157,10 @@ fn an_item_the_server_rejects_is_rolled_back_and_the_rest_of_the_push_applies() 
     assert!(reason.contains("the limit is 1000 bytes"), "{reason}");
     assert!(matches!(&ops[..], [Op::Append { message, .. }] if message.id == big), "{ops:?}");
 
-    let local = h.engine.thread(&id).unwrap();
+    let local = h.client.engine.thread(&id).unwrap();
     assert_eq!(local.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(&small));
     assert_eq!(local.title, "renamed");
-    let file = h.disk.files.get(&id).unwrap();
+    let file = h.file_of(&id);
     assert!(file.position(&big).is_none() && file.position(&small).is_some() && file.title == "renamed");
 
     h.run_for(secs(1));
@@ -1216,7 +1250,7 @@ fn a_local_append_is_written_at_once_and_confirmed_by_the_push() {
     let mut h = Harness::synced(EngineConfig::default());
     let id = h.create_thread("t");
     h.run_for(secs(1));
-    let before = h.engine.thread(&id).unwrap().v;
+    let before = h.client.engine.thread(&id).unwrap().v;
     let (t, m) = (h.now, h.mark());
     let r = h.append(&id, json!("hello"));
     let mid = r.message_id.clone().unwrap();
@@ -1231,21 +1265,24 @@ fn a_local_append_is_written_at_once_and_confirmed_by_the_push() {
     });
     assert_eq!(updated, [(t, (r.version, 1, Origin::Local))]);
     let writes = h.find(m, |a| match a {
-        Action::WriteThread { thread, origin } if thread.id == id => Some((thread.clone(), *origin)),
+        Action::WriteFile { thread_id, write } if *thread_id == id => Some(write.clone()),
         _ => None,
     });
-    assert_eq!(writes.len(), 1);
-    let (at, (thread, origin)) = &writes[0];
-    assert_eq!((*at, *origin), (t, Origin::Local));
-    assert_eq!(thread.v, r.version);
-    assert_eq!(thread.messages[thread.position(&mid).unwrap()].content, json!("hello"));
-    assert_eq!(h.engine.thread_status(&id).unwrap().state, ThreadState::Pending);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let (at, write) = &writes[0];
+    assert_eq!(*at, t);
+    // A thread made here is a log: the message is appended to it.
+    assert!(matches!(write, FileWrite::Append { records, .. } if records.len() == 1), "{write:?}");
+    let f = h.file_of(&id);
+    assert_eq!(f.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(&mid));
+    assert_eq!(f.messages[0].content.value(), Some(&json!("hello")));
+    assert_eq!(h.client.engine.thread_status(&id).unwrap().state, ThreadState::Pending);
 
     h.run_for(secs(1));
-    assert_eq!(h.engine.thread_status(&id).unwrap().state, ThreadState::Synced);
-    assert!(h.engine.is_idle());
+    assert_eq!(h.client.engine.thread_status(&id).unwrap().state, ThreadState::Synced);
+    assert!(h.client.engine.is_idle());
     let server = h.server_doc(&id).unwrap();
-    assert_eq!(server.get(&mid).map(|m| m.content.clone()), Some(json!("hello")));
+    assert_eq!(server.get(&mid).and_then(|m| m.content.value().cloned()), Some(json!("hello")));
     h.assert_matches_server(&id);
 }
 
@@ -1260,7 +1297,7 @@ fn concurrent_titles() -> (Harness, Harness, ThreadId) {
     let id = a.create_thread("orig");
     a.run_for(secs(1));
     b.run_for(secs(1));
-    assert_eq!(b.engine.thread(&id).map(|t| t.title.as_str()), Some("orig"));
+    assert_eq!(b.client.engine.thread(&id).map(|t| t.title.as_str()), Some("orig"));
 
     a.set_title(&id, "from a");
     b.set_title(&id, "from b");
@@ -1274,21 +1311,22 @@ fn concurrent_titles() -> (Harness, Harness, ThreadId) {
 #[test]
 fn concurrent_titles_make_a_conflict_for_the_later_writer() {
     let (_a, b, id) = concurrent_titles();
-    let conflicts = b.engine.conflicts();
+    // As the user sees them (bases loaded).
+    let conflicts = b.client.conflicts().unwrap();
     assert_eq!(conflicts.len(), 1);
     let c = &conflicts[0];
     assert_eq!(c.thread_id, id);
     assert_eq!(c.kind, ConflictKind::Title);
-    assert_eq!((&c.base, &c.local, &c.remote), (&json!("orig"), &json!("from b"), &json!("from a")));
-    assert_eq!(b.engine.status().state, State::Conflict);
-    assert_eq!(b.engine.status().conflicts, 1);
-    assert_eq!(b.engine.thread_status(&id).unwrap().state, ThreadState::Conflict);
+    assert_eq!((c.base.value(), &c.local, &c.remote), (Some(&json!("orig")), &json!("from b"), &json!("from a")));
+    assert_eq!(b.client.engine.status().state, State::Conflict);
+    assert_eq!(b.client.engine.status().conflicts, 1);
+    assert_eq!(b.client.engine.thread_status(&id).unwrap().state, ThreadState::Conflict);
     let saved = b.find(0, |x| match x {
-        Action::SaveConflicts { conflicts } => Some(conflicts.clone()),
+        Action::Save(Save::Conflicts(conflicts)) => Some(conflicts.clone()),
         _ => None,
     });
-    assert_eq!(saved.last().map(|(_, c)| c.clone()), Some(conflicts.to_vec()));
-    assert_eq!(b.disk.conflicts, conflicts);
+    assert_eq!(saved.last().map(|(_, c)| c.clone()), Some(conflicts.clone()));
+    assert_eq!(b.client.store.conflicts(), conflicts);
     assert_eq!(b.server_doc(&id).unwrap().thread.title, "from a", "the first write stays");
 }
 
@@ -1296,20 +1334,20 @@ fn concurrent_titles_make_a_conflict_for_the_later_writer() {
 fn choosing_local_makes_the_refused_title_win_everywhere() {
     let (mut a, mut b, id) = concurrent_titles();
     b.run_for(secs(1));
-    assert_eq!(b.engine.thread(&id).unwrap().title, "from a");
-    let cid = b.engine.conflicts()[0].id.clone();
-    b.engine.resolve_conflict(b.now, &cid, Choice::Local).unwrap();
+    assert_eq!(b.client.engine.thread(&id).unwrap().title, "from a");
+    let cid = b.client.engine.conflicts()[0].id.clone();
+    b.client.resolve_conflict(b.now, &cid, Choice::Local).unwrap();
     b.drain();
-    assert!(b.engine.conflicts().is_empty());
-    assert_eq!(b.engine.thread(&id).unwrap().title, "from b", "applied locally at once");
+    assert!(b.client.engine.conflicts().is_empty());
+    assert_eq!(b.client.engine.thread(&id).unwrap().title, "from b", "applied locally at once");
     b.run_for(secs(1));
     assert_eq!(b.server_doc(&id).unwrap().thread.title, "from b");
     a.now = b.now;
     a.run_for(secs(1));
-    assert_eq!(a.engine.thread(&id).unwrap().title, "from b");
+    assert_eq!(a.client.engine.thread(&id).unwrap().title, "from b");
     a.assert_matches_server(&id);
     b.assert_matches_server(&id);
-    assert_eq!(b.engine.status().state, State::Synced);
+    assert_eq!(b.client.engine.status().state, State::Synced);
 }
 
 #[test]
@@ -1317,20 +1355,21 @@ fn choosing_remote_only_removes_the_conflict() {
     let (_a, mut b, id) = concurrent_titles();
     b.run_for(secs(1));
     let m = b.mark();
-    let cid = b.engine.conflicts()[0].id.clone();
-    b.engine.resolve_conflict(b.now, &cid, Choice::Remote).unwrap();
+    let cid = b.client.engine.conflicts()[0].id.clone();
+    b.client.resolve_conflict(b.now, &cid, Choice::Remote).unwrap();
     b.drain();
-    assert!(b.engine.conflicts().is_empty());
-    assert!(b.disk.conflicts.is_empty());
+    assert!(b.client.engine.conflicts().is_empty());
+    assert!(b.client.store.conflicts().is_empty());
     assert!(
-        b.find(m, |x| matches!(x, Action::SaveConflicts { conflicts } if conflicts.is_empty()).then_some(())).len()
+        b.find(m, |x| matches!(x, Action::Save(Save::Conflicts(conflicts)) if conflicts.is_empty()).then_some(()))
+            .len()
             == 1
     );
     b.run_for(secs(1));
     assert!(b.pushes_since(m).is_empty(), "nothing to send");
-    assert_eq!(b.engine.thread(&id).unwrap().title, "from a");
-    assert_eq!(b.engine.status().state, State::Synced);
-    assert!(b.engine.resolve_conflict(b.now, &cid, Choice::Remote).is_err(), "already resolved");
+    assert_eq!(b.client.engine.thread(&id).unwrap().title, "from a");
+    assert_eq!(b.client.engine.status().state, State::Synced);
+    assert!(b.client.resolve_conflict(b.now, &cid, Choice::Remote).is_err(), "already resolved");
 }
 
 // ===== 11. force sync =======================================================
@@ -1374,8 +1413,8 @@ fn force_sync_skips_the_windows_and_reports_done_after_push_and_pull() {
         Action::Status(s) => Some(s.clone()),
         _ => None,
     });
-    assert_eq!(before, Some(h.engine.status()));
-    assert_eq!(h.engine.status().state, State::Synced);
+    assert_eq!(before, Some(h.client.engine.status()));
+    assert_eq!(h.client.engine.status().state, State::Synced);
 }
 
 #[test]
@@ -1408,7 +1447,9 @@ fn force_sync_with_fixed_polling_pulls_again_when_the_pull_in_flight_predates_th
     let mut h = Harness::synced(cfg);
     let m = h.mark();
     let id = h.create_thread("first");
-    h.tick_until_action(secs(1), |a| matches!(a, Action::Push { .. }));
+    // The leading edge: pushed at once (by the change itself or a timer due now).
+    h.tick(ms(0));
+    assert_eq!(h.pushes_since(m).len(), 1);
     let first = h.push_req();
     h.append(&id, json!("second"));
     let ticket = h.force_sync(None);
@@ -1481,7 +1522,7 @@ fn after_a_crash_pending_work_is_rederived_and_reaches_the_server_exactly_once()
                 h.answer_push(req);
             }
         }
-        let file = h.disk.files.get(&id).unwrap();
+        let file = h.file_of(&id);
         assert!(file.position(&one).is_some() && file.position(&two).is_some(), "{point:?}: written before the crash");
 
         h.tick(secs(1));
@@ -1493,80 +1534,120 @@ fn after_a_crash_pending_work_is_rederived_and_reaches_the_server_exactly_once()
         let inserts = h.server_log().iter().filter(|c| matches!(c.effect, Effect::Insert { .. })).count();
         assert_eq!(inserts, 2, "{point:?}: each message inserted once");
         h.assert_matches_server(&id);
-        assert!(h.engine.is_idle(), "{point:?}");
+        assert!(h.client.engine.is_idle(), "{point:?}");
     }
 }
 
 #[test]
 fn a_message_sent_before_a_crash_and_deleted_from_the_file_meanwhile_stays_deleted() {
-    // `applied`: whether the lost push had reached the server.
-    for applied in [false, true] {
-        let mut h = Harness::synced(EngineConfig::default());
-        let id = h.create_thread("t");
-        h.append(&id, json!("keep"));
-        h.run_for(secs(1));
-        let gone = h.append(&id, json!("delete me")).message_id.unwrap();
-        let (_, _, body) = h.next_push(secs(1));
-        if applied {
-            h.server_push(&body);
-        }
-        assert_eq!(h.disk.outboxes.get(&id).map(Vec::len), Some(1), "saved before the push");
-        // Crash; while the engine is down the user deletes the message.
-        let mut f = h.disk.files[&id].clone();
-        f.messages.retain(|m| m.id != gone);
-        h.disk.files.insert(id.clone(), f);
-        h.tick(secs(1));
-        h.restart(100);
-        h.run_for(secs(5));
+    // `applied`: whether the lost push had reached the server. A `.jsonl`
+    // thread (made here, the message appended here) and a `.json` one (the
+    // message written by an assistant, so a rewrite without it is a delete).
+    for kind in [FileKind::Jsonl, FileKind::Json] {
+        for applied in [false, true] {
+            let mut h = Harness::synced(EngineConfig::default());
+            let (id, gone) = if kind == FileKind::Jsonl {
+                let id = h.create_thread("t");
+                h.append(&id, json!("keep"));
+                h.run_for(secs(1));
+                (id.clone(), h.append(&id, json!("delete me")).message_id.unwrap())
+            } else {
+                let id = tid("T-json");
+                h.snapshot(file(&id, "t", &[("m-keep", json!("keep"))]));
+                h.run_for(secs(1));
+                h.snapshot(file(&id, "t", &[("m-keep", json!("keep")), ("m-gone", json!("delete me"))]));
+                (id, MessageId::new("m-gone").unwrap())
+            };
+            assert_eq!(h.client.files.kind_of(&id), Some(kind));
+            let (_, _, body) = h.next_push(secs(1));
+            if applied {
+                h.server_push(&body);
+            }
+            assert_eq!(h.client.store.ops(&id).len(), 1, "{kind:?}: saved before the push");
+            // Crash; while the sidecar is down the user deletes the message.
+            h.crashed = true;
+            let mut f = h.file_of(&id);
+            f.messages.retain(|m| m.id != gone);
+            h.client.files.assistant_write(&f);
+            h.tick(secs(1));
+            h.restart(100);
+            h.run_for(secs(5));
 
-        let server = h.server_doc(&id).unwrap();
-        assert_eq!(contents(&server.thread), [json!("keep")], "applied before the crash: {applied}");
-        assert!(h.disk.files[&id].position(&gone).is_none(), "brought back into the file (applied: {applied})");
-        h.assert_matches_server(&id);
+            let server = h.server_doc(&id).unwrap();
+            assert_eq!(contents(&server.thread), [json!("keep")], "{kind:?}, applied before the crash: {applied}");
+            assert!(
+                h.file_of(&id).position(&gone).is_none(),
+                "{kind:?}: brought back into the file (applied: {applied})"
+            );
+            h.assert_matches_server(&id);
+        }
     }
 }
 
 #[test]
 fn a_crash_after_any_action_loses_nothing_that_was_written_and_duplicates_nothing() {
-    // The scenario, replayed with the crash after each action in turn.
+    // The scenario, replayed with the crash at each point of the client's
+    // steps in turn (before a commit, a file write or another action).
     let scenario = |crash_at: Option<usize>| -> (Harness, ThreadId, usize) {
         let mut h = Harness::synced(EngineConfig::default());
         let id = h.create_thread("t");
         h.run_for(secs(1));
-        let start = h.mark();
+        let start = h.points;
         if let Some(k) = crash_at {
             h.crash_at = Some(start + k);
         }
         h.append(&id, json!("one"));
         h.run_for(secs(2));
+        // An assistant adds a message to the file as it reads it (it goes on
+        // writing while the sidecar is dead).
         h.snapshot({
-            let mut f = h.engine.thread(&id).unwrap().clone();
+            let mut f = h.file_of(&id);
             f.messages.push(file(&id, "", &[("m-file", json!("from the file"))]).messages[0].clone());
             f
         });
         h.run_for(secs(2));
         h.append(&id, json!("two"));
         h.run_for(secs(2));
-        let len = h.log.len() - start;
+        let len = h.points - start;
         (h, id, len)
     };
     let (_, _, total) = scenario(None);
     assert!(total > 20, "{total}");
     for k in 0..=total {
         let (mut h, id, _) = scenario(Some(k));
+        assert_eq!(h.crashed, k < total, "crash at point {k} of {total}");
         let texts = |t: &Thread| contents(t).iter().map(Value::to_string).collect::<Vec<String>>();
+        // What must survive: what the file shows, what the store kept to
+        // send, and what the server already has.
         let on_disk: BTreeSet<String> =
-            h.disk.files.get(&id).map(|f| texts(f).into_iter().collect()).unwrap_or_default();
+            h.client.files.thread(&id).map(|f| texts(&f).into_iter().collect()).unwrap_or_default();
+        let stored: BTreeSet<String> = h
+            .client
+            .store
+            .ops(&id)
+            .iter()
+            .filter_map(|op| match op {
+                Op::Append { message, .. } => Some(h.client.store.load_message(&id, message).unwrap()),
+                _ => None,
+            })
+            .map(|m| m.content.value().unwrap().to_string())
+            .collect();
+        let confirmed: BTreeSet<String> = texts(&h.server_doc(&id).unwrap().thread).into_iter().collect();
         h.tick(secs(1));
         h.restart(100 + k as u64);
         h.run_for(secs(10));
         let server = texts(&h.server_doc(&id).unwrap().thread);
         let unique: BTreeSet<String> = server.iter().cloned().collect();
-        assert_eq!(unique.len(), server.len(), "crash after action {k}: duplicated {server:?}");
-        assert!(on_disk.is_subset(&unique), "crash after action {k}: on disk {on_disk:?}, server {server:?}");
-        assert!(!h.server_log().iter().any(|c| matches!(c.effect, Effect::Delete { .. })), "crash after {k}: a delete");
+        assert_eq!(unique.len(), server.len(), "crash at point {k}: duplicated {server:?}");
+        assert!(on_disk.is_subset(&unique), "crash at point {k}: on disk {on_disk:?}, server {server:?}");
+        assert!(stored.is_subset(&unique), "crash at point {k}: stored {stored:?}, server {server:?}");
+        assert!(confirmed.is_subset(&unique), "crash at point {k}: on the server {confirmed:?}, then {server:?}");
+        assert!(
+            !h.server_log().iter().any(|c| matches!(c.effect, Effect::Delete { .. })),
+            "crash at point {k}: a delete"
+        );
         h.assert_matches_server(&id);
-        assert!(h.engine.is_idle(), "crash after action {k}");
+        assert!(h.client.engine.is_idle(), "crash at point {k}");
     }
 }
 
@@ -1597,7 +1678,7 @@ fn metrics_count_pushes_and_a_slow_push_warns_once_there_is_history() {
         push(&mut h, i, latency);
     }
     assert!(h.warnings_since(m).is_empty(), "{:?}", h.warnings_since(m));
-    let s = h.engine.metrics();
+    let s = h.client.engine.metrics();
     assert_eq!(s.pushes, 25);
     assert_eq!(s.pulls, 1, "held long-polls are not timed");
     assert_eq!(s.sync_p50_ms, Some(200));
@@ -1608,7 +1689,7 @@ fn metrics_count_pushes_and_a_slow_push_warns_once_there_is_history() {
     let warnings = h.warnings_since(m);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("slow sync") && warnings[0].contains("5000 ms"), "{}", warnings[0]);
-    let s = h.engine.metrics();
+    let s = h.client.engine.metrics();
     assert_eq!((s.pushes, s.items_pushed, s.bytes_pushed), (26, items, bytes));
     assert_eq!(s.slow_syncs, 1);
     assert_eq!(s.failures, 0);
@@ -1638,50 +1719,57 @@ fn a_refetch_answer_restarts_from_a_snapshot_and_ends_equal_to_the_server() {
     let pulls = h.pulls_since(m);
     assert_eq!(pulls.len(), 1);
     assert_eq!((pulls[0].0, &pulls[0].1, pulls[0].2), (h.now, &None, None), "from scratch, not held");
-    assert!(h.find(m, |a| matches!(a, Action::SaveCursor { cursor: None }).then_some(())).len() == 1);
+    assert!(h.find(m, |a| matches!(a, Action::Save(Save::Cursor(None))).then_some(())).len() == 1);
     assert_eq!(h.warnings_since(m).len(), 1);
 
     h.run_for(secs(1));
     h.assert_matches_server(&mine);
     h.assert_matches_server(&theirs);
-    assert_eq!(h.engine.thread(&mine).unwrap().title, "renamed elsewhere");
-    assert_eq!(contents(h.engine.thread(&theirs).unwrap()), [json!("remote")]);
-    assert_eq!(h.engine.cursor(), Some(&Cursor::Log(h.server_head())));
+    assert_eq!(h.client.engine.thread(&mine).unwrap().title, "renamed elsewhere");
+    assert_eq!(contents(&h.view(&theirs)), [json!("remote")]);
+    assert_eq!(h.client.engine.cursor(), Some(&Cursor::Log(h.server_head())));
 }
 
 // ===== file rewrites racing remote changes ===================================
 
-/// An assistant rewrote the file from a version that lacked a message which
-/// arrived from elsewhere meanwhile: given that version as the base, the
-/// rewrite adds its message and deletes nothing; without it, the remote
-/// message would read as deleted.
+/// An assistant rewrote its `.json` file from a version it had read before a
+/// message arrived from elsewhere (and the sidecar wrote it into the file):
+/// the rewrite adds the assistant's message and deletes nothing, the engine
+/// telling by itself that the assistant never saw the remote message.
 #[test]
 fn a_file_rewritten_from_an_older_version_does_not_delete_newer_remote_messages() {
     let mut a = Harness::synced(EngineConfig::default());
-    let id = a.create_thread("race");
-    a.append(&id, json!("first"));
+    let id = tid("T-race");
+    a.snapshot(file(&id, "race", &[("m-first", json!("first"))]));
     a.run_for(secs(2));
-    let seen_by_assistant = a.engine.thread(&id).unwrap().clone();
-    // Another client appends; A pulls it.
+    assert_eq!(a.client.files.kind_of(&id), Some(FileKind::Json));
+    a.assert_matches_server(&id);
+    // The assistant reads its file.
+    let seen_by_assistant = a.file_of(&id);
+    // Another client appends; A pulls it and writes it into the file.
     let mut b = Harness::sharing(&a, 77);
     b.run_for(secs(2));
     b.append(&id, json!("from elsewhere"));
     b.run_for(secs(2));
+    a.now = b.now;
     a.run_for(secs(2));
-    assert_eq!(contents(a.engine.thread(&id).unwrap()), [json!("first"), json!("from elsewhere")]);
-    // The assistant's rewrite, based on what it had read.
+    assert_eq!(contents(&a.view(&id)), [json!("first"), json!("from elsewhere")]);
+    assert_eq!(contents(&a.file_of(&id)), [json!("first"), json!("from elsewhere")], "the sidecar wrote it");
+    // The assistant writes back what it had read, plus its answer.
     let mut rewritten = seen_by_assistant.clone();
     rewritten.messages.push(Arc::new(Message {
         id: MessageId::new("m-assistant").unwrap(),
         role: "assistant".into(),
-        content: json!("the assistant's answer"),
+        content: json!("the assistant's answer").into(),
         timestamp: 0,
         extra: Default::default(),
     }));
-    let now = a.now;
-    a.engine.local_snapshot_from(now, rewritten, Some(seen_by_assistant));
+    a.snapshot(rewritten);
     a.run_for(secs(3));
     let want = [json!("first"), json!("from elsewhere"), json!("the assistant's answer")];
-    assert_eq!(contents(a.engine.thread(&id).unwrap()), want);
+    assert_eq!(contents(&a.view(&id)), want);
     assert_eq!(contents(&a.server_doc(&id).unwrap().thread), want);
+    assert_eq!(contents(&a.file_of(&id)), want, "the file shows the remote message again");
+    assert!(!a.server_log().iter().any(|c| matches!(c.effect, Effect::Delete { .. })), "a delete reached the server");
+    a.assert_matches_server(&id);
 }

@@ -1,25 +1,34 @@
-//! The engine driver: the one task that owns the `SyncEngine`. Everything
-//! else (LSP handlers, the file watcher, HTTP calls) sends it messages, so
-//! sync state is never touched concurrently. Its loop is quinn's: perform the
-//! engine's actions, sleep until `poll_timeout()` or the next message.
+//! The engine driver: the one task that owns the `SyncEngine` and the state
+//! database. Everything else (LSP handlers, the file watcher, HTTP calls)
+//! sends it messages, so sync state is never touched concurrently. Its loop
+//! is quinn's: perform the engine's actions, sleep until `poll_timeout()` or
+//! the next message.
+//!
+//! It decides nothing. The disk side of every step (the saves in one
+//! transaction, the file writes and what follows them) is `client::Client`'s,
+//! over the state database and the real files; this loop performs the rest:
+//! requests, notifications, replies, and the timers of follow-ups.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
-use tower_lsp_server::Client;
 use tower_lsp_server::lsp_types::MessageType;
 
+use crate::client::{Client, FollowUp, StepError};
+use crate::engine::file::{FileKind, FileRead};
 use crate::engine::retry::Failure;
+use crate::engine::state::Bodies;
 use crate::engine::{
-    Action, Choice, EngineConfig, LocalOp, LocalResult, PullOutcome, ReqId, State, Status, SyncEngine,
+    Action, Choice, EngineConfig, LocalOp, LocalResult, ProgressStep, PullOutcome, ReqId, Status, SyncEngine,
 };
 use crate::lsp::config::Config;
-use crate::lsp::disk::{self, FileRead, StateDir};
+use crate::lsp::files::{self, DiskFiles};
 use crate::lsp::net::Net;
 use crate::lsp::notify;
+use crate::lsp::state::StateDb;
 use crate::model::ThreadId;
 use crate::time::Time;
 use crate::wire::PushResponse;
@@ -41,10 +50,46 @@ pub enum Cmd {
         choose: Choice,
         reply: Reply<()>,
     },
+    Restore {
+        thread: ThreadId,
+        message: crate::model::MessageId,
+        reply: Reply<LocalResult>,
+    },
+    /// The server's copy of a message to restore, fetched.
+    Restored {
+        thread: ThreadId,
+        message: crate::model::MessageId,
+        kept: Result<Option<crate::model::Message>, Failure>,
+        reply: Reply<LocalResult>,
+    },
     /// A read of engine state, answered inside the closure.
     Read(Box<dyn FnOnce(&SyncEngine) + Send>),
+    GetThread {
+        id: ThreadId,
+        reply: Reply<Value>,
+    },
+    ListThreads {
+        reply: Reply<Value>,
+    },
+    ListConflicts {
+        reply: Reply<Value>,
+    },
     Files(Vec<PathBuf>),
     Rescan,
+    /// Look again at a file a `.json` write displaced (`attempt` counts).
+    Displaced {
+        id: ThreadId,
+        path: PathBuf,
+        expected: Option<u64>,
+        attempt: u32,
+    },
+    /// Copy lines appended to a compacted log's old file since `from`.
+    OldLog {
+        log: PathBuf,
+        old: PathBuf,
+        from: u64,
+        attempt: u32,
+    },
     Pushed(ReqId, Result<PushResponse, Failure>),
     Pulled(ReqId, PullOutcome),
     Probed(ReqId, Result<(), Failure>),
@@ -52,39 +97,27 @@ pub enum Cmd {
 }
 
 pub struct Driver {
-    engine: SyncEngine,
+    client: Client<StateDb, DiskFiles>,
     cfg: Config,
     net: Net,
-    state: StateDir,
-    client: Client,
+    editor: tower_lsp_server::Client,
     tx: mpsc::UnboundedSender<Cmd>,
-    /// Hash of each thread file as last read or written: a watcher event for
-    /// content we already know (our own write) is not a change.
-    known: HashMap<ThreadId, [u8; 32]>,
-    /// Each thread file's content as last read or written: what an assistant
-    /// rewriting the file started from.
-    last_file: HashMap<ThreadId, crate::model::Thread>,
     pulls: HashMap<ReqId, tokio::task::JoinHandle<()>>,
     tickets: HashMap<u64, Reply<()>>,
     status: watch::Sender<Value>,
     clock: (Instant, u64),
-    told_unauthorized: bool,
-    offline_since: Option<Instant>,
-    told_offline: bool,
     /// The editor offered work-done progress (`window.workDoneProgress`).
     progress: bool,
-    /// Ends the first-sync progress, when one is shown.
-    first_sync: Option<oneshot::Sender<String>>,
-    first_sync_done: bool,
-    /// Ends the progress of each large upload, by request.
-    uploads: HashMap<ReqId, oneshot::Sender<String>>,
+    /// Ends of the progress shown, by token.
+    shown: HashMap<String, oneshot::Sender<String>>,
 }
 
-/// Pushes larger than this show progress.
-const LARGE_PUSH: usize = 1 << 20;
+/// How long a displaced `.json` file is watched for a writer still writing
+/// into it, and an old log for late appends.
+const DISPLACED_CHECKS: [u64; 3] = [20, 300, 2_000];
 
 /// Shows `$/progress` for a piece of long work until `done` says how it ended.
-fn show_progress(client: Client, token: &str, title: String) -> oneshot::Sender<String> {
+fn show_progress(client: tower_lsp_server::Client, token: &str, title: String) -> oneshot::Sender<String> {
     use tower_lsp_server::lsp_types::request::WorkDoneProgressCreate;
     use tower_lsp_server::lsp_types::{NumberOrString, WorkDoneProgressCreateParams};
     let (tx, rx) = oneshot::channel::<String>();
@@ -141,46 +174,67 @@ pub fn status_json(s: &Status) -> Value {
 impl Driver {
     pub fn start(
         cfg: Config,
-        client: Client,
+        editor: tower_lsp_server::Client,
         status: watch::Sender<Value>,
         progress: bool,
     ) -> Result<mpsc::UnboundedSender<Cmd>, String> {
         std::fs::create_dir_all(&cfg.threads_dir)
             .map_err(|e| format!("cannot create {}: {e}", cfg.threads_dir.display()))?;
-        let state = StateDir::open(cfg.state_dir.clone())
-            .map_err(|e| format!("cannot use {}: {e}", cfg.state_dir.display()))?;
-        let disk::Restore { restored, errors, hashes: known } = state.restore(&cfg.threads_dir);
+        let mut db =
+            StateDb::open(&cfg.state_dir).map_err(|e| format!("cannot use {}: {e}", cfg.state_dir.display()))?;
+        if let Err(e) = db.collect_garbage() {
+            tracing::warn!(error = %e, "cannot clean up the state database");
+        }
+        let restored = db.restore()?;
+        let stamps = db.stamps()?;
         let wall =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let clock = (Instant::now(), wall);
         let engine_cfg = EngineConfig { poll: cfg.poll, flush_when_idle: true, ..EngineConfig::default() };
         let seed = wall ^ u64::from(std::process::id()).rotate_left(32);
-        let mut engine = SyncEngine::new(engine_cfg, seed, Time(wall), restored);
-        for (id, e) in errors {
-            engine.local_error(Time(wall), id, e);
-        }
+        let engine = SyncEngine::new(engine_cfg, seed, Time(wall), restored);
         let (tx, rx) = mpsc::unbounded_channel();
         crate::lsp::watch::spawn(cfg.threads_dir.clone(), tx.clone());
+        // Files that changed while no sidecar ran (and threads whose file
+        // was never read) are read first.
+        let mut changed = Vec::new();
+        let entries: Vec<PathBuf> = std::fs::read_dir(&cfg.threads_dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        for p in entries {
+            if let Some(Ok((id, kind))) = files::thread_file(&p) {
+                let same = stamps.get(&id).is_some_and(|(k, s)| {
+                    *k == kind && s.as_ref().is_some_and(|s| files::unchanged_since(&p, s, kind))
+                });
+                if !same {
+                    changed.push(p);
+                }
+            }
+        }
+        for (id, (kind, stamp)) in &stamps {
+            let p = files::path_of(&cfg.threads_dir, id, *kind);
+            if stamp.is_some() && !p.exists() {
+                changed.push(p);
+            }
+        }
+        if !changed.is_empty() {
+            let _ = tx.send(Cmd::Files(changed));
+        }
+        let mut client = Client::new(engine, db, DiskFiles::new(cfg.threads_dir.clone()));
+        // What a crash left between swapping in a file and taking in what it displaced.
+        client.recover(Time(wall))?;
         let driver = Driver {
-            engine,
+            client,
             net: Net::new(&cfg.server, cfg.token.clone()),
             cfg,
-            state,
-            client,
+            editor,
             tx: tx.clone(),
-            known: known.into_iter().collect(),
-            last_file: HashMap::new(),
             pulls: HashMap::new(),
             tickets: HashMap::new(),
             status,
             clock,
-            told_unauthorized: false,
-            offline_since: None,
-            told_offline: false,
             progress,
-            first_sync: None,
-            first_sync_done: false,
-            uploads: HashMap::new(),
+            shown: HashMap::new(),
         };
         tokio::spawn(driver.run(rx));
         Ok(tx)
@@ -195,7 +249,7 @@ impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         loop {
             self.perform().await;
-            let wake = self.engine.poll_timeout().map(|t| {
+            let wake = self.client.engine.poll_timeout().map(|t| {
                 let now = self.now();
                 tokio::time::Instant::now() + t.saturating_since(now)
             });
@@ -204,7 +258,7 @@ impl Driver {
                     cmd = rx.recv() => cmd,
                     _ = tokio::time::sleep_until(at) => {
                         let now = self.now();
-                        self.engine.handle_timeout(now);
+                        self.client.engine.handle_timeout(now);
                         continue;
                     }
                 },
@@ -212,7 +266,6 @@ impl Driver {
             };
             let Some(cmd) = cmd else { return };
             self.handle(cmd).await;
-            self.check_offline().await;
         }
     }
 
@@ -220,24 +273,77 @@ impl Driver {
         let now = self.now();
         match cmd {
             Cmd::Local { thread, op, reply } => {
-                let r = self.engine.local_op(now, thread.as_ref(), op);
-                // Answer only once the change is on disk.
+                let r = self.client.local_op(now, thread.as_ref(), op);
+                // Answer only once the change is stored and in the file.
                 self.perform().await;
                 let _ = reply.send(r);
             }
             Cmd::ForceSync { thread, reply } => {
-                let ticket = self.engine.force_sync(now, thread);
+                let ticket = self.client.engine.force_sync(now, thread);
                 self.tickets.insert(ticket, reply);
             }
             Cmd::Resolve { id, choose, reply } => {
-                let r = self.engine.resolve_conflict(now, &id, choose);
+                let r = self.client.resolve_conflict(now, &id, choose);
                 self.perform().await;
                 let _ = reply.send(r);
             }
-            Cmd::Read(f) => f(&self.engine),
+            Cmd::Restore { thread, message, reply } => {
+                if let Err(e) = self.client.ensure_loaded(now, [&thread]) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                match self.client.engine.is_deleted(&thread, &message) {
+                    None => {
+                        let _ = reply.send(Err(format!("no message {message} in thread {thread}")));
+                    }
+                    Some(false) => {
+                        let _ = reply.send(Err(format!("message {message} of {thread} is not deleted")));
+                    }
+                    // Its content: this machine's copy, else the server's.
+                    Some(true) => match self.client.store.deleted_message(&thread, &message) {
+                        Some(m) => {
+                            let r = self.client.local_op(now, Some(&thread), LocalOp::Restore { message: m });
+                            self.perform().await;
+                            let _ = reply.send(r);
+                        }
+                        None => {
+                            let (net, tx, timeout) = (self.net.clone(), self.tx.clone(), Duration::from_secs(30));
+                            tokio::spawn(async move {
+                                let kept = net.kept_message(&thread, &message, timeout).await;
+                                let _ = tx.send(Cmd::Restored { thread, message, kept, reply });
+                            });
+                        }
+                    },
+                }
+            }
+            Cmd::Restored { thread, message, kept, reply } => {
+                let r = match kept {
+                    Ok(Some(mut m)) => {
+                        m.id = message;
+                        self.client.local_op(now, Some(&thread), LocalOp::Restore { message: m })
+                    }
+                    Ok(None) => Err(format!("the server does not have message {message} of {thread}")),
+                    Err(f) => Err(format!("cannot fetch the deleted message from the server: {}", f.describe())),
+                };
+                self.perform().await;
+                let _ = reply.send(r);
+            }
+            Cmd::Read(f) => f(&self.client.engine),
+            Cmd::GetThread { id, reply } => {
+                let _ = reply.send(self.client.thread_value(now, &id));
+            }
+            Cmd::ListThreads { reply } => {
+                let _ = reply.send(self.list_threads());
+            }
+            Cmd::ListConflicts { reply } => {
+                let _ = reply.send(self.client.conflicts().map(|c| json!({ "conflicts": c })));
+            }
             Cmd::Files(paths) => {
                 for p in paths {
-                    self.file_changed(now, &p);
+                    self.file_changed(&p);
+                    // One file's step at a time: its bodies go to the store
+                    // before the next file is read.
+                    self.perform().await;
                 }
             }
             Cmd::Rescan => {
@@ -245,95 +351,174 @@ impl Driver {
                     .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
                     .unwrap_or_default();
                 for p in entries {
-                    self.file_changed(now, &p);
+                    self.file_changed(&p);
+                    self.perform().await;
                 }
             }
-            Cmd::Pushed(req, r) => {
-                if let Some(done) = self.uploads.remove(&req) {
-                    let _ = done.send(if r.is_ok() { "uploaded".into() } else { "will retry".into() });
+            Cmd::Displaced { id, path, expected, attempt } => self.check_displaced(&id, &path, expected, attempt),
+            Cmd::OldLog { log, old, from, attempt } => {
+                let upto = files::drain_into(&old, from, &log);
+                if upto > from {
+                    self.file_changed(&log);
                 }
-                self.engine.handle_push(now, req, r);
+                self.follow_old_log(log, old, upto, attempt + 1);
             }
+            Cmd::Pushed(req, r) => self.client.engine.handle_push(now, req, r),
             Cmd::Pulled(req, r) => {
                 self.pulls.remove(&req);
-                let first_done = !self.first_sync_done && matches!(&r, PullOutcome::Ok(p) if p.up_to_date);
-                self.engine.handle_pull(now, req, r);
-                if first_done {
-                    self.first_sync_done = true;
-                    if let Some(done) = self.first_sync.take() {
-                        let _ = done.send(format!("{} threads", self.engine.thread_ids().count()));
-                    }
-                }
+                self.client.handle_pull(now, req, r);
             }
-            Cmd::Probed(req, r) => self.engine.handle_probe(now, req, r),
+            Cmd::Probed(req, r) => self.client.engine.handle_probe(now, req, r),
             Cmd::Reconfigure(cfg) => {
                 if cfg.server != self.cfg.server || cfg.token != self.cfg.token {
                     self.net = Net::new(&cfg.server, cfg.token.clone());
-                    self.told_unauthorized = false;
                     self.cfg.server = cfg.server;
                     self.cfg.token = cfg.token;
-                    self.engine.credentials_changed(now);
+                    self.client.engine.credentials_changed(now);
                 }
             }
         }
     }
 
-    fn file_changed(&mut self, now: Time, path: &std::path::Path) {
-        let id = match disk::thread_file_id(path) {
-            None => return,
-            Some(Err(e)) => {
-                tracing::warn!("{e}; ignored");
-                return;
+    fn list_threads(&self) -> Result<Value, String> {
+        let mut out: std::collections::BTreeMap<ThreadId, Value> = std::collections::BTreeMap::new();
+        for t in self.client.store.list_threads()? {
+            let v = json!({ "id": t.id, "title": t.title, "version": t.version, "messageCount": t.message_count, "state": "synced" });
+            out.insert(t.id, v);
+        }
+        let engine = &self.client.engine;
+        for id in engine.thread_ids() {
+            let (Some(t), Some(s)) = (engine.thread(id), engine.thread_status(id)) else { continue };
+            let v = json!({ "id": id, "title": t.title, "version": t.v, "messageCount": t.messages.len(), "state": s.state });
+            out.insert(id.clone(), v);
+        }
+        Ok(json!({ "threads": out.into_values().collect::<Vec<_>>() }))
+    }
+
+    /// A file in the threads directory changed (or may have).
+    fn file_changed(&mut self, path: &Path) {
+        match files::thread_file(path) {
+            None => {}
+            Some(Err(e)) => tracing::warn!("{e}; ignored"),
+            Some(Ok((id, kind))) => {
+                let now = self.now();
+                if let Err(e) = self.client.file_changed(now, &id, kind) {
+                    tracing::error!(thread = %id, error = %e, "cannot take in a thread file");
+                }
             }
-            Some(Ok(id)) => id,
+        }
+    }
+
+    /// Looks again at what a `.json` write displaced: someone's version to
+    /// merge back, possibly still being written.
+    fn check_displaced(&mut self, id: &ThreadId, path: &Path, expected: Option<u64>, attempt: u32) {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(_) => return,
         };
-        match disk::read_thread_file(path, &id) {
-            FileRead::Thread(t, h) => {
-                if self.known.get(&id) == Some(&h) {
+        let hash = files::hash64(&bytes);
+        if Some(hash) != expected {
+            let stamp = crate::engine::file::Stamp { ino: 0, len: bytes.len() as u64, mtime_ns: 0, hash };
+            match files::parse_json(&bytes, stamp, id) {
+                FileRead::Json { thread, .. } => {
+                    let now = self.now();
+                    if self.client.ensure_loaded(now, [id]).is_ok() {
+                        self.client.engine.file_read(now, id, FileKind::Json, FileRead::Displaced { thread });
+                    }
+                    // Taken in; keep watching in case the writer goes on.
+                    return self.schedule_displaced(id, path, Some(hash), attempt + 1);
+                }
+                _ if (attempt as usize) < DISPLACED_CHECKS.len() => {
+                    // Half written: its writer is still at it.
+                    return self.schedule_displaced(id, path, expected, attempt + 1);
+                }
+                _ => {
+                    let keep = self.cfg.state_dir.join("displaced");
+                    let _ = std::fs::create_dir_all(&keep);
+                    let to = keep.join(format!("{id}-{}.json", self.now().as_millis()));
+                    tracing::warn!(thread = %id, kept = %to.display(), "a version of the thread file displaced by our write never became valid JSON; kept aside");
+                    let _ = std::fs::rename(path, &to);
                     return;
                 }
-                self.known.insert(id.clone(), h);
-                let based_on = self.last_file.insert(id, t.clone());
-                self.engine.local_snapshot_from(now, t, based_on);
             }
-            FileRead::Invalid(id, e) => {
-                self.known.remove(&id);
-                self.engine.local_error(now, id, e.to_string());
-            }
-            // Deleting a thread file does not delete the thread.
-            FileRead::Gone(_) => {}
+        }
+        if (attempt as usize) < DISPLACED_CHECKS.len() {
+            self.schedule_displaced(id, path, expected, attempt + 1);
+        } else {
+            let _ = std::fs::remove_file(path);
         }
     }
 
-    /// Performs every action the engine asked for, in order.
+    fn schedule_displaced(&self, id: &ThreadId, path: &Path, expected: Option<u64>, attempt: u32) {
+        let Some(delay) = DISPLACED_CHECKS.get(attempt as usize) else {
+            let _ = std::fs::remove_file(path);
+            return;
+        };
+        let (tx, id, path) = (self.tx.clone(), id.clone(), path.to_path_buf());
+        let delay = Duration::from_millis(*delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Cmd::Displaced { id, path, expected, attempt });
+        });
+    }
+
+    fn follow_old_log(&self, log: PathBuf, old: PathBuf, from: u64, attempt: u32) {
+        let Some(delay) = DISPLACED_CHECKS.get(attempt as usize) else {
+            let _ = std::fs::remove_file(&old);
+            return;
+        };
+        let tx = self.tx.clone();
+        let delay = Duration::from_millis(*delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Cmd::OldLog { log, old, from, attempt });
+        });
+    }
+
+    /// Performs everything the engine asked for: the disk side through the
+    /// client, then the rest in order.
     async fn perform(&mut self) {
-        while let Some(action) = self.engine.poll_action() {
-            self.act(action).await;
+        let now = self.now();
+        let out = match self.client.step(now, &mut |_| false) {
+            Ok(out) => out,
+            Err(StepError::Store(e)) => {
+                // Without the state saved nothing else of the step may happen.
+                tracing::error!(error = %e, "cannot save sync state; exiting");
+                self.editor.show_message(MessageType::ERROR, format!("threadsync: cannot save sync state: {e}")).await;
+                std::process::exit(1);
+            }
+            Err(StepError::Crashed) => unreachable!("nothing stops a real step"),
+        };
+        for f in out.follow_ups {
+            match f {
+                FollowUp::Displaced { thread, path, expected } => self.schedule_displaced(&thread, &path, expected, 1),
+                FollowUp::OldLog { log, old, from } => self.follow_old_log(log, old, from, 0),
+            }
+        }
+        for a in out.actions {
+            self.act(a).await;
         }
     }
 
     async fn act(&mut self, action: Action) {
         match action {
             Action::Push { req, body, timeout } => {
-                let bytes: usize = body.mutations.iter().flat_map(|m| &m.ops).map(|o| o.size()).sum();
-                if self.progress && bytes > LARGE_PUSH {
-                    let title = format!("threadsync: uploading {:.1} MB", bytes as f64 / 1e6);
-                    self.uploads
-                        .insert(req, show_progress(self.client.clone(), &format!("threadsync-push-{req}"), title));
-                }
                 let (net, tx) = (self.net.clone(), self.tx.clone());
-                tokio::spawn(async move {
-                    let r = net.push(&body, timeout).await;
-                    let _ = tx.send(Cmd::Pushed(req, r));
-                });
+                match self.client.load_push(&body) {
+                    Ok(body) => {
+                        tokio::spawn(async move {
+                            let r = net.push(&body, timeout).await;
+                            let _ = tx.send(Cmd::Pushed(req, r));
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load what a push carries");
+                        let _ = tx
+                            .send(Cmd::Pushed(req, Err(Failure::Http { status: 500, retry_after: None, message: e })));
+                    }
+                }
             }
             Action::Pull { req, cursor, wait, timeout } => {
-                // A first sync (or a refetch) pages through whole threads.
-                let snapshot = !matches!(cursor, Some(crate::wire::Cursor::Log(_)));
-                if self.progress && snapshot && !self.first_sync_done && self.first_sync.is_none() {
-                    let title = "threadsync: first sync".to_string();
-                    self.first_sync = Some(show_progress(self.client.clone(), "threadsync-first-sync", title));
-                }
                 let (net, tx) = (self.net.clone(), self.tx.clone());
                 let h = tokio::spawn(async move {
                     let r = net.pull(cursor.as_ref(), wait, timeout).await;
@@ -353,47 +538,30 @@ impl Driver {
                     let _ = tx.send(Cmd::Probed(req, r));
                 });
             }
-            Action::WriteThread { thread, .. } => {
-                let path = self.cfg.threads_dir.join(format!("{}.json", thread.id));
-                // Someone (an assistant) wrote the file since we last read or
-                // wrote it, and the watcher has not told us yet: take that
-                // change in first rather than overwrite it. The engine writes
-                // the merged result once it has it.
-                if let Ok(current) = std::fs::read(&path) {
-                    let h = disk::hash(&current);
-                    if self.known.get(&thread.id).is_some_and(|k| *k != h) {
-                        let now = self.now();
-                        self.file_changed(now, &path);
-                        return;
-                    }
-                }
-                let bytes = disk::thread_bytes(&thread);
-                match disk::write_atomic(&path, &bytes) {
-                    Ok(()) => {
-                        self.known.insert(thread.id.clone(), disk::hash(&bytes));
-                        self.last_file.insert(thread.id.clone(), thread);
-                    }
-                    Err(e) => tracing::error!(thread = %thread.id, error = %e, "cannot write the thread file"),
-                }
+            Action::Save(_) | Action::WriteFile { .. } => unreachable!("performed by the client"),
+            Action::Status(s) => {
+                let v = status_json(&s);
+                self.status.send_replace(v.clone());
+                self.editor.send_notification::<notify::Status>(v).await;
             }
-            Action::SaveBase { doc } => self.persist("base", self.state.save_base(&doc)),
-            Action::SaveOutbox { thread_id, ops } => self.persist("outbox", self.state.save_outbox(&thread_id, &ops)),
-            Action::SaveCursor { cursor } => self.persist("cursor", self.state.save_cursor(&cursor)),
-            Action::SaveConflicts { conflicts } => self.persist("conflicts", self.state.save_conflicts(&conflicts)),
-            Action::Status(s) => self.status_changed(&s).await,
             Action::ThreadStatus(s) => {
                 let mut v = serde_json::to_value(&s).unwrap_or_default();
                 v["lastSync"] = json!(s.last_sync.map(|t| rfc3339(t.as_millis())));
-                self.client.send_notification::<notify::ThreadStatus>(v).await;
+                self.editor.send_notification::<notify::ThreadStatus>(v).await;
             }
             Action::ThreadUpdated { thread_id, version, title, message_count, origin } => {
                 let v = json!({ "threadId": thread_id, "version": version, "title": title, "messageCount": message_count, "origin": origin });
-                self.client.send_notification::<notify::ThreadUpdated>(v).await;
+                self.editor.send_notification::<notify::ThreadUpdated>(v).await;
             }
             Action::Rollback { thread_id, reason, ops } => {
                 let now = self.now().as_millis();
-                self.persist("rejected", self.state.save_rejected(&thread_id, &ops, &reason, now));
-                self.client
+                let kept =
+                    ops.iter().map(|op| self.client.store.load_op(&thread_id, op)).collect::<Result<Vec<_>, _>>();
+                match kept.and_then(|ops| self.client.store.save_rejected(&thread_id, &ops, &reason, now)) {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(thread = %thread_id, error = %e, "cannot keep a refused change"),
+                }
+                self.editor
                     .send_notification::<notify::Rollback>(json!({ "threadId": thread_id, "reason": reason }))
                     .await;
             }
@@ -402,47 +570,24 @@ impl Driver {
                     let _ = reply.send(result);
                 }
             }
+            Action::Notify { error, message } => {
+                let level = if error { MessageType::ERROR } else { MessageType::WARNING };
+                self.editor.show_message(level, message).await;
+            }
+            Action::Progress { token, step } => match step {
+                ProgressStep::Begin(title) if self.progress => {
+                    let done = show_progress(self.editor.clone(), &token, title);
+                    self.shown.insert(token, done);
+                }
+                ProgressStep::Begin(_) => {}
+                ProgressStep::End(message) => {
+                    if let Some(done) = self.shown.remove(&token) {
+                        let _ = done.send(message);
+                    }
+                }
+            },
             Action::Warning(w) => tracing::warn!("{w}"),
         }
-    }
-
-    fn persist(&self, what: &str, r: std::io::Result<()>) {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "cannot save the sync {what} in the state directory");
-        }
-    }
-
-    async fn status_changed(&mut self, s: &Status) {
-        let v = status_json(s);
-        self.status.send_replace(v.clone());
-        self.client.send_notification::<notify::Status>(v).await;
-        // Tell the user only what they must act on.
-        if s.state == State::Unauthorized && !self.told_unauthorized {
-            self.told_unauthorized = true;
-            let msg = format!("threadsync: {}", s.message.as_deref().unwrap_or("the server refused the token"));
-            self.client.show_message(MessageType::ERROR, msg).await;
-        }
-        if s.state == State::Offline {
-            self.offline_since.get_or_insert_with(Instant::now);
-        } else {
-            self.offline_since = None;
-            self.told_offline = false;
-        }
-    }
-
-    /// Offline for long: tell the user once (probes wake the driver at least
-    /// every 30 s while offline, so this is checked often enough).
-    async fn check_offline(&mut self) {
-        if self.told_offline || self.offline_since.is_none_or(|t| t.elapsed() < Duration::from_secs(300)) {
-            return;
-        }
-        self.told_offline = true;
-        self.client
-            .show_message(
-                MessageType::WARNING,
-                "threadsync: the sync server has been unreachable for 5 minutes; changes are kept and will sync when it is back",
-            )
-            .await;
     }
 }
 

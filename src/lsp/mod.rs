@@ -3,10 +3,11 @@
 //! driver (`driver.rs`), the single task that owns sync state.
 
 pub mod config;
-pub mod disk;
 pub mod driver;
+pub mod files;
 pub mod net;
 pub mod notify;
+pub mod state;
 pub mod stdio;
 pub mod watch;
 
@@ -82,6 +83,13 @@ pub struct AppendParams {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreParams {
+    thread_id: String,
+    message_id: String,
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TitleParams {
     thread_id: String,
@@ -143,26 +151,14 @@ impl Backend {
     }
 
     pub async fn list_threads(&self, _: Option<Value>) -> Result<Value> {
-        self.read(|e| {
-            let threads: Vec<Value> = e
-                .thread_ids()
-                .filter_map(|id| {
-                    let t = e.thread(id)?;
-                    let state = e.thread_status(id).map(|s| s.state);
-                    Some(json!({ "id": id, "title": t.title, "version": t.v, "messageCount": t.messages.len(), "state": state }))
-                })
-                .collect();
-            json!({ "threads": threads })
-        })
-        .await
+        self.ask(|reply| Cmd::ListThreads { reply }).await
     }
 
     pub async fn get_thread(&self, p: ThreadParams) -> Result<Value> {
         let id = thread_id(&p.thread_id)?;
-        let shown = id.clone();
-        self.read(move |e| e.thread(&id).map(|t| serde_json::to_value(t).unwrap_or_default()))
-            .await?
-            .ok_or_else(|| invalid(format!("no thread {shown}")))
+        let (tx, rx) = oneshot::channel();
+        self.driver()?.send(Cmd::GetThread { id, reply: tx }).map_err(|_| failed("the sync engine stopped"))?;
+        rx.await.map_err(|_| failed("the sync engine stopped"))?.map_err(invalid)
     }
 
     pub async fn create_thread(&self, p: Option<CreateParams>) -> Result<Value> {
@@ -185,14 +181,16 @@ impl Backend {
         Ok(json!({ "version": r.version }))
     }
 
-    pub async fn list_conflicts(&self, _: Option<Value>) -> Result<Value> {
-        self.read(|e| json!({ "conflicts": e.conflicts() })).await
+    pub async fn restore_message(&self, p: RestoreParams) -> Result<Value> {
+        let thread = thread_id(&p.thread_id)?;
+        let message = crate::model::MessageId::new(p.message_id.clone())
+            .map_err(|e| invalid(format!("messageId {:?}: {e}", p.message_id)))?;
+        let r = self.ask(|reply| Cmd::Restore { thread, message, reply }).await?;
+        Ok(json!({ "messageId": r.message_id, "version": r.version }))
     }
 
-    /// Answers a message the transport guard could not parse (see `stdio`).
-    pub async fn parse_error(&self, p: Value) -> Result<Value> {
-        let message = p["message"].as_str().unwrap_or("Parse error").to_string();
-        Err(Error { code: ErrorCode::ParseError, message: format!("Parse error: {message}").into(), data: None })
+    pub async fn list_conflicts(&self, _: Option<Value>) -> Result<Value> {
+        self.ask(|reply| Cmd::ListConflicts { reply }).await
     }
 
     pub async fn metrics(&self, _: Option<Value>) -> Result<Value> {
@@ -266,10 +264,13 @@ impl LanguageServer for Backend {
     async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<LSPAny>> {
         match params.command.as_str() {
             FORCE_SYNC => {
-                let thread = match params.arguments.first() {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(s)) => Some(thread_id(s)?),
-                    Some(other) => return Err(invalid(format!("forceSync takes [] or [threadId], not {other}"))),
+                let thread = match params.arguments.as_slice() {
+                    [] => None,
+                    [Value::String(s)] => Some(thread_id(s)?),
+                    other => {
+                        let got = Value::from(other.to_vec());
+                        return Err(invalid(format!("forceSync takes [] or [\"<threadId>\"], not {got}")));
+                    }
                 };
                 self.ask(|reply| Cmd::ForceSync { thread, reply }).await?;
                 Ok(Some(json!({ "ok": true })))
@@ -383,12 +384,14 @@ pub fn run() -> ExitCode {
             .custom_method("threadsync/appendMessage", Backend::append_message)
             .custom_method("threadsync/setTitle", Backend::set_title)
             .custom_method("threadsync/listConflicts", Backend::list_conflicts)
+            .custom_method("threadsync/restoreMessage", Backend::restore_message)
             .custom_method("threadsync/metrics", Backend::metrics)
-            .custom_method(stdio::PARSE_ERROR_METHOD, Backend::parse_error)
             .finish();
-        Server::new(stdio::guard(tokio::io::stdin()), stdio::FatalWriter(tokio::io::stdout()), socket)
-            .serve(service)
-            .await;
+        let (input, output, io) = stdio::transport(tokio::io::stdin(), tokio::io::stdout());
+        Server::new(input, output, socket).serve(service).await;
+        // Write out the answers still queued, without hanging on an editor
+        // that stopped reading.
+        let _ = tokio::time::timeout(Duration::from_secs(2), io.finish()).await;
     });
     // `exit`, or stdin closed: state is on disk already; leave at once
     // (without waiting for the blocking stdin reader).

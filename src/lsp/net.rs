@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 
 use crate::engine::PullOutcome;
 use crate::engine::retry::Failure;
+use crate::model::{Message, MessageId, ThreadId};
 use crate::wire::{Cursor, PullResponse, PushRequest, PushResponse};
 
 #[derive(Clone)]
@@ -53,6 +54,27 @@ impl Net {
             Ok(p) => PullOutcome::Ok(p),
             Err(f) => PullOutcome::Failed(f),
         }
+    }
+
+    /// A message as the server keeps it, deleted or not (None: no such message).
+    pub async fn kept_message(
+        &self,
+        thread: &ThreadId,
+        id: &MessageId,
+        timeout: Duration,
+    ) -> Result<Option<Message>, Failure> {
+        let url = format!("{}/v1/threads/{thread}/messages/{id}", self.server);
+        let r = self.auth(self.http.get(url).timeout(timeout)).send().await;
+        if let Ok(resp) = &r
+            && resp.status() == StatusCode::NOT_FOUND
+        {
+            return Ok(None);
+        }
+        #[derive(serde::Deserialize)]
+        struct Kept {
+            message: Message,
+        }
+        decode::<Kept>(r).await.map(|k| Some(k.message))
     }
 
     pub async fn probe(&self, timeout: Duration) -> Result<(), Failure> {

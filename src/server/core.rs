@@ -2,8 +2,10 @@
 //! one team. The caller commits the transaction after a successful call, so
 //! a mutation's effects and the record that it was applied land together.
 
+use std::sync::Arc;
+
 use crate::merge::{Doc, Head, Limits, Located, OpOutcome, ThreadView, decide};
-use crate::model::{MessageId, ThreadId};
+use crate::model::{Message, MessageId, ThreadId};
 use crate::ops::Effect;
 use crate::wire::{Change, ClientId, Cursor, MutationResult, MutationStatus, PullResponse, PushRequest, PushResponse};
 
@@ -57,6 +59,9 @@ pub trait Tx {
     /// Up to `limit` changes of one thread with version > `after_version`, in order.
     fn thread_changes(&mut self, t: &ThreadId, after_version: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
     fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError>;
+    /// A message as stored, deleted or not (a delete keeps the content, so
+    /// it can be brought back): the message and whether it is deleted.
+    fn kept_message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<(Arc<Message>, bool)>, StoreError>;
     /// Up to `limit` whole threads with ids greater than `after`, in id order.
     fn docs_after(&mut self, after: Option<&ThreadId>, limit: usize) -> Result<Vec<Doc>, StoreError>;
 }
@@ -324,7 +329,7 @@ mod tests {
             message: Arc::new(Message {
                 id: MessageId::new(id).unwrap(),
                 role: "user".into(),
-                content,
+                content: content.into(),
                 timestamp: 0,
                 extra: Default::default(),
             }),

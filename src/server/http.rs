@@ -299,6 +299,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/push", post(push))
         .route("/v1/pull", get(pull))
         .route("/v1/threads/{id}", get(thread))
+        .route("/v1/threads/{id}/messages/{message}", get(kept_message))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see protocol.md") })
@@ -536,6 +537,34 @@ async fn thread(
         Body::from(body),
     )
         .into_response())
+}
+
+/// One message as the server keeps it, deleted or not (what a client needs
+/// to bring a deleted message back).
+async fn kept_message(
+    State(s): State<AppState>,
+    Team(team): Team,
+    Path((id, message)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = ThreadId::new(id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_thread_id", format!("bad thread id: {e}")))?;
+    let mid = crate::model::MessageId::new(message)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("bad message id: {e}")))?;
+    let (store, t, tid, m) = (s.store.clone(), team.clone(), id.clone(), mid.clone());
+    let found = blocking(move || {
+        let mut out = None;
+        store.transact(&t, false, &mut |tx| {
+            out = Some(tx.kept_message(&tid, &m)?);
+            Ok(())
+        })?;
+        Ok(out.expect("the body ran"))
+    })
+    .await?;
+    // Another team's thread answers exactly like a missing one.
+    let Some((message, deleted)) = found else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no message {mid} in thread {id}")));
+    };
+    Ok(Json(serde_json::json!({ "threadId": id, "message": message, "deleted": deleted })).into_response())
 }
 
 /// Binds with a large listen backlog, so that a reconnect storm of thousands

@@ -2,9 +2,10 @@
 //! stores are tested against. Writes cannot fail, so there is no rollback.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::merge::{Doc, Head, Located, ThreadView};
-use crate::model::{MessageId, ThreadId};
+use crate::model::{Message, MessageId, ThreadId};
 use crate::ops::Effect;
 use crate::server::core::{StoreError, TeamId, Tx};
 use crate::wire::{Change, ClientId};
@@ -21,6 +22,8 @@ pub struct TeamData {
     log: Vec<Change>,
     /// Sequence of the last change compacted away.
     floor: u64,
+    /// Deleted messages, kept (as the SQL stores keep them) to be brought back.
+    deleted: HashMap<(ThreadId, MessageId), Arc<Message>>,
 }
 
 impl MemStore {
@@ -96,6 +99,11 @@ impl Tx for TeamData {
 
     fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect) -> Result<u64, StoreError> {
         let doc = self.threads.entry(t.clone()).or_insert_with(|| Doc::empty(t.clone()));
+        if let Effect::Delete { id } = effect
+            && let Some(m) = doc.get(id)
+        {
+            self.deleted.insert((t.clone(), id.clone()), m.clone());
+        }
         doc.apply_effect(effect).map_err(StoreError::new)?;
         debug_assert_eq!(doc.thread.v, version);
         let seq = self.log.last().map_or(self.floor, |c| c.seq) + 1;
@@ -122,6 +130,13 @@ impl Tx for TeamData {
 
     fn doc(&mut self, t: &ThreadId) -> Result<Option<Doc>, StoreError> {
         Ok(self.threads.get(t).cloned())
+    }
+
+    fn kept_message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<(Arc<Message>, bool)>, StoreError> {
+        if let Some(m) = self.threads.get(t).and_then(|d| d.get(id)) {
+            return Ok(Some((m.clone(), false)));
+        }
+        Ok(self.deleted.get(&(t.clone(), id.clone())).map(|m| (m.clone(), true)))
     }
 
     fn docs_after(&mut self, after: Option<&ThreadId>, limit: usize) -> Result<Vec<Doc>, StoreError> {

@@ -506,6 +506,17 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         Ok(Some(doc))
     }
 
+    fn kept_message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<(Arc<Message>, bool)>, StoreError> {
+        let mut rows = self.rows(
+            "SELECT body, deleted FROM messages WHERE team = ?1 AND thread = ?2 AND id = ?3",
+            &[self.team(), t.as_str().into(), id.as_str().into()],
+        )?;
+        let Some(r) = rows.pop() else { return Ok(None) };
+        let mut r = r.into_iter();
+        let message = parse_message(r.next().unwrap())?;
+        Ok(Some((message, r.next().unwrap().int()? != 0)))
+    }
+
     fn docs_after(&mut self, after: Option<&ThreadId>, limit: usize) -> Result<Vec<Doc>, StoreError> {
         let rows = self.rows(
             "SELECT thread FROM threads WHERE team = ?1 AND thread > ?2 ORDER BY thread LIMIT ?3",

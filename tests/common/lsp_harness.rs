@@ -83,6 +83,8 @@ impl Drop for Server {
 pub struct Sidecar {
     pub child: Child,
     pub stdin: Option<ChildStdin>,
+    /// Bytes the sidecar wrote to stdout (framing included).
+    pub stdout_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     rx: Receiver<Value>,
     next_id: u64,
     /// Notifications received and not yet looked at.
@@ -118,14 +120,19 @@ impl Sidecar {
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let (tx, rx) = mpsc::channel();
+        let stdout_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = stdout_bytes.clone();
         std::thread::spawn(move || {
+            let count = |n: usize| counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             loop {
                 let mut len = None;
                 loop {
                     let mut line = String::new();
-                    if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                    let n = stdout.read_line(&mut line).unwrap_or(0);
+                    if n == 0 {
                         return;
                     }
+                    count(n);
                     let line = line.trim();
                     if line.is_empty() {
                         break;
@@ -138,6 +145,7 @@ impl Sidecar {
                 if stdout.read_exact(&mut body).is_err() {
                     return;
                 }
+                count(body.len());
                 let mut v: Value = serde_json::from_slice(&body).expect("the sidecar writes JSON");
                 v["_received_us"] = json!(epoch().elapsed().as_micros() as u64);
                 if tx.send(v).is_err() {
@@ -145,7 +153,7 @@ impl Sidecar {
                 }
             }
         });
-        let mut s = Sidecar { child, stdin, rx, next_id: 1, notes: Vec::new(), threads };
+        let mut s = Sidecar { child, stdin, stdout_bytes, rx, next_id: 1, notes: Vec::new(), threads };
         let init =
             s.request("initialize", json!({ "processId": pid, "capabilities": { "window": { "workDoneProgress": true } }, "initializationOptions": opts }));
         assert!(
@@ -287,11 +295,12 @@ pub fn contents(t: &Value) -> Vec<Value> {
 }
 
 /// A loopback TCP proxy the test can cut (every connection dropped, new ones
-/// refused at once) and heal.
+/// refused at once) and heal. It counts the bytes clients send.
 pub struct Proxy {
     addr: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Proxy {
@@ -301,7 +310,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap().to_string();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
-        let (target, up2, conns2) = (target.to_string(), up.clone(), conns.clone());
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (target, up2, conns2, sent2) = (target.to_string(), up.clone(), conns.clone(), sent.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -311,16 +321,29 @@ impl Proxy {
                 }
                 let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
                 conns2.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-                {
+                let pairs = [(client.try_clone().unwrap(), server.try_clone().unwrap(), true), (server, client, false)];
+                for (mut from, mut to, upstream) in pairs {
+                    let sent = sent2.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        let mut buf = vec![0; 64 << 10];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if upstream {
+                                sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 }
             }
         });
-        Proxy { addr, up, conns }
+        Proxy { addr, up, conns, sent }
     }
 
     pub fn url(&self) -> String {
@@ -340,3 +363,25 @@ impl Proxy {
 }
 
 pub const T: Duration = Duration::from_secs(20);
+
+/// A thread file as a reader sees it: a `.json` file, or a `.jsonl` log
+/// replayed (as `.json` would hold it).
+pub fn read_thread_file(threads: &Path, id: &str) -> Option<Value> {
+    let json = threads.join(format!("{id}.json"));
+    if let Ok(bytes) = std::fs::read(&json) {
+        return serde_json::from_slice(&bytes).ok();
+    }
+    let bytes = std::fs::read(threads.join(format!("{id}.jsonl"))).ok()?;
+    let tid = threadsync::model::ThreadId::new(id).ok()?;
+    let (replay, _, _) = threadsync::threadlog::replay(&bytes, &tid).ok()?;
+    serde_json::to_value(replay.thread()).ok()
+}
+
+/// Appends one record to a thread log, as an assistant would (one write).
+pub fn append_record(threads: &Path, id: &str, record: &Value) {
+    use std::io::Write;
+    let mut line = serde_json::to_vec(record).unwrap();
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().append(true).open(threads.join(format!("{id}.jsonl"))).unwrap();
+    f.write_all(&line).unwrap();
+}

@@ -15,9 +15,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
+use threadsync::client::mem::{MemFiles, MemState};
+use threadsync::client::{Client as Node, StepError};
+use threadsync::engine::file::FileKind;
 use threadsync::engine::retry::Failure;
 use threadsync::engine::{Action, EngineConfig, LocalOp, PollMode, PullOutcome, ReqId, Restored, SyncEngine};
-use threadsync::merge::{Conflict, Doc, Limits};
+use threadsync::merge::{Doc, Limits};
 use threadsync::model::{Message, MessageId, Thread, ThreadId};
 use threadsync::server::memory::MemStore;
 use threadsync::server::{self, PullError, PullLimits, TeamId};
@@ -117,25 +120,20 @@ enum Event {
     },
 }
 
-/// What one client has on disk.
-#[derive(Default, Clone)]
-pub struct Disk {
-    pub files: BTreeMap<ThreadId, Thread>,
-    pub bases: BTreeMap<ThreadId, Doc>,
-    pub outboxes: BTreeMap<ThreadId, Vec<threadsync::ops::Op>>,
-    pub cursor: Option<Cursor>,
-    pub conflicts: Vec<Conflict>,
-}
-
 pub struct Client {
-    pub engine: Option<SyncEngine>,
-    pub disk: Disk,
+    /// The engine with its state store and thread files (the real sidecar's
+    /// logic, on in-memory models). The store and files outlive a crash.
+    pub node: Node<MemState, MemFiles>,
+    pub up: bool,
     epoch: u64,
     partitioned: bool,
     /// Requests whose answers are ignored (cancelled pulls).
     cancelled: BTreeSet<ReqId>,
     pub sync_done: Vec<(u64, Result<(), String>)>,
     pub statuses: Vec<threadsync::engine::Status>,
+    /// What the assistant last read of each `.json` thread: it may write
+    /// back that older read later (with its new message).
+    stale: BTreeMap<ThreadId, Thread>,
 }
 
 impl Client {
@@ -168,13 +166,13 @@ pub struct Sim {
     pub written_by: BTreeMap<usize, Vec<MessageId>>,
     pub deleted: BTreeSet<MessageId>,
     pub rolled_back: BTreeSet<MessageId>,
+    /// Messages of writes that land inside a client's own `.json` write
+    /// (`MemFiles::interleaved`): they count once that write happened.
+    pub interleaved: BTreeMap<(usize, ThreadId), Vec<MessageId>>,
     pub pushes: u64,
-    /// Clients that crashed between two writes of one step (a thread file
-    /// written, its base not yet). Their restart can mistake messages pulled
-    /// just before the crash for their own unsent ones; that never loses or
-    /// duplicates anything, but the order of their later messages relative
-    /// to those is only as good as that guess, so the writer-order check
-    /// skips them (see ARCHITECTURE.md, "Crash windows").
+    /// Clients that crashed inside a step (between its commit, its file
+    /// writes and its requests). Nothing exempts them from any check: the
+    /// state database commits a step before its files are written.
     pub torn: BTreeSet<usize>,
     pub log: Vec<String>,
     counter: u64,
@@ -203,6 +201,7 @@ impl Sim {
             written_by: BTreeMap::new(),
             deleted: BTreeSet::new(),
             rolled_back: BTreeSet::new(),
+            interleaved: BTreeMap::new(),
             pushes: 0,
             torn: BTreeSet::new(),
             log: Vec::new(),
@@ -210,14 +209,16 @@ impl Sim {
         };
         sim.cfg.limits = sim.limits;
         for _ in 0..clients {
+            let idle = SyncEngine::new(sim.cfg.clone(), 0, sim.now, Restored::default());
             sim.clients.push(Client {
-                engine: None,
-                disk: Disk::default(),
+                node: Node::new(idle, MemState::default(), MemFiles::default()),
+                up: false,
                 epoch: 0,
                 partitioned: false,
                 cancelled: BTreeSet::new(),
                 sync_done: Vec::new(),
                 statuses: Vec::new(),
+                stale: BTreeMap::new(),
             });
         }
         for c in 0..clients {
@@ -241,43 +242,61 @@ impl Sim {
 
     fn start_client(&mut self, c: usize) {
         self.next_engine_seed += 1;
-        let d = &self.clients[c].disk;
-        let restored = Restored {
-            bases: d.bases.values().cloned().collect(),
-            outboxes: d.outboxes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            files: d.files.values().cloned().collect(),
-            cursor: d.cursor.clone(),
-            conflicts: d.conflicts.clone(),
-        };
-        let engine = SyncEngine::new(self.cfg.clone(), self.next_engine_seed, self.now, restored);
-        self.clients[c].engine = Some(engine);
+        let cl = &mut self.clients[c];
+        let restored = cl.node.store.restore();
+        cl.node.engine = SyncEngine::new(self.cfg.clone(), self.next_engine_seed, self.now, restored);
+        cl.up = true;
         self.trace(format!("client {c} starts"));
+        // Read the thread files, as the sidecar does at start.
+        let now = self.now;
+        let cl = &mut self.clients[c];
+        cl.node.recover(now).expect("the memory store loads");
+        for id in cl.node.files.ids() {
+            let kind = cl.node.files.kind_of(&id).expect("listed");
+            cl.node.file_changed(now, &id, kind).expect("the memory store loads");
+        }
         self.pump(c);
     }
 
     fn crash_client(&mut self, c: usize) {
         self.trace(format!("client {c} crashes"));
         let cl = &mut self.clients[c];
-        cl.engine = None;
+        cl.up = false;
         cl.epoch += 1;
         cl.cancelled.clear();
+        // What the dead engine still had to do is lost with it.
+        while cl.node.engine.poll_action().is_some() {}
         self.held.retain(|h| h.0 != c);
         let at = self.now + Duration::from_millis(self.rng.random_range(100..5_000));
         self.schedule(at, Event::ClientRestart { client: c });
     }
 
-    /// Runs the actions an engine produced. With torn steps, a crash may hit
-    /// between two of them: what was done is on disk, the rest is lost.
+    /// Runs what the client's engine asked for: the disk side through the
+    /// client (one transaction per step, then the file writes), the rest
+    /// here. With torn steps, the process may die at any point inside a
+    /// step: what was done is on disk, the rest is lost. Returns whether the
+    /// client is still up.
     pub fn pump(&mut self, c: usize) -> bool {
-        loop {
-            let Some(engine) = self.clients[c].engine.as_mut() else { return false };
-            let Some(action) = engine.poll_action() else { return true };
-            if self.faults.torn_steps && self.rng.random_bool(self.faults.client_crash_rate / 50.0) {
+        if !self.clients[c].up {
+            return false;
+        }
+        let now = self.now;
+        let rate = if self.faults.torn_steps { self.faults.client_crash_rate / 50.0 } else { 0.0 };
+        let (clients, rng) = (&mut self.clients, &mut self.rng);
+        let r = clients[c].node.step(now, &mut |_| rate > 0.0 && rng.random_bool(rate));
+        match r {
+            Ok(out) => {
+                for a in out.actions {
+                    self.perform(c, a);
+                }
+                true
+            }
+            Err(StepError::Crashed) => {
                 self.torn.insert(c);
                 self.crash_client(c);
-                return false;
+                false
             }
-            self.perform(c, action);
+            Err(StepError::Store(e)) => panic!("the memory store failed: {e}"),
         }
     }
 
@@ -294,7 +313,11 @@ impl Sim {
             _ => {}
         }
         match action {
-            Action::Push { req, body, timeout } => self.send(c, epoch, req, Req::Push(body), timeout),
+            Action::Push { req, body, timeout } => {
+                // What leaves the machine carries the content, loaded from the store.
+                let body = self.clients[c].node.load_push(&body).expect("bodies are stored before a push");
+                self.send(c, epoch, req, Req::Push(body), timeout)
+            }
             Action::Pull { req, cursor, wait, timeout } => {
                 self.send(c, epoch, req, Req::Pull { cursor, wait }, timeout)
             }
@@ -303,17 +326,6 @@ impl Sim {
                 self.clients[c].cancelled.insert(req);
                 self.held.retain(|h| !(h.0 == c && h.2 == req));
             }
-            Action::WriteThread { thread, .. } => {
-                self.clients[c].disk.files.insert(thread.id.clone(), thread);
-            }
-            Action::SaveBase { doc } => {
-                self.clients[c].disk.bases.insert(doc.id().clone(), doc);
-            }
-            Action::SaveOutbox { thread_id, ops } => {
-                self.clients[c].disk.outboxes.insert(thread_id, ops);
-            }
-            Action::SaveCursor { cursor } => self.clients[c].disk.cursor = cursor,
-            Action::SaveConflicts { conflicts } => self.clients[c].disk.conflicts = conflicts,
             Action::Rollback { ops, reason, .. } => {
                 self.trace(format!("client {c} rollback: {reason}"));
                 for op in ops {
@@ -325,7 +337,11 @@ impl Sim {
             Action::SyncDone { ticket, result } => self.clients[c].sync_done.push((ticket, result)),
             Action::Status(s) => self.clients[c].statuses.push(s),
             Action::Warning(w) => self.trace(format!("client {c} warning: {w}")),
-            Action::ThreadStatus(_) | Action::ThreadUpdated { .. } => {}
+            Action::Save(_) | Action::WriteFile { .. } => unreachable!("the client performs them"),
+            Action::ThreadStatus(_)
+            | Action::ThreadUpdated { .. }
+            | Action::Notify { .. }
+            | Action::Progress { .. } => {}
         }
     }
 
@@ -443,8 +459,12 @@ impl Sim {
                             m.ops
                                 .iter()
                                 .map(|o| match o {
-                                    threadsync::ops::Op::Append { message, after, .. } =>
-                                        format!("+{}@{}", message.id, after.as_ref().map_or("-", |a| a.as_str())),
+                                    threadsync::ops::Op::Append { message, after, follows } => format!(
+                                        "+{}@{}{}",
+                                        message.id,
+                                        after.as_ref().map_or("-", |a| a.as_str()),
+                                        follows.as_ref().map_or(String::new(), |f| format!("^{f}"))
+                                    ),
                                     threadsync::ops::Op::Delete { id, .. } => format!("-{id}"),
                                     threadsync::ops::Op::Edit { id, .. } => format!("~{id}"),
                                     other => format!("{other:?}").chars().take(30).collect(),
@@ -524,11 +544,14 @@ impl Sim {
             Resp::Push(Err(f)) | Resp::Probe(Err(f)) | Resp::Pull(PullOutcome::Failed(f)) => f.describe(),
         };
         self.trace(format!("client {c} gets #{req_id}: {what}"));
-        let Some(engine) = self.clients[c].engine.as_mut() else { return };
+        let cl = &mut self.clients[c];
+        if !cl.up {
+            return;
+        }
         match resp {
-            Resp::Push(r) => engine.handle_push(now, req_id, r),
-            Resp::Pull(r) => engine.handle_pull(now, req_id, r),
-            Resp::Probe(r) => engine.handle_probe(now, req_id, r),
+            Resp::Push(r) => cl.node.engine.handle_push(now, req_id, r),
+            Resp::Pull(r) => cl.node.handle_pull(now, req_id, r),
+            Resp::Probe(r) => cl.node.engine.handle_probe(now, req_id, r),
         }
         self.pump(c);
     }
@@ -540,7 +563,7 @@ impl Sim {
             t = Some(t.map_or(at, |t| t.min(at)));
         }
         for c in &self.clients {
-            if let Some(at) = c.engine.as_ref().and_then(|e| e.poll_timeout()) {
+            if let Some(at) = c.up.then(|| c.node.engine.poll_timeout()).flatten() {
                 t = Some(t.map_or(at, |t| t.min(at)));
             }
         }
@@ -579,7 +602,7 @@ impl Sim {
                     self.server_up = true;
                 }
                 Event::ClientRestart { client } => {
-                    if self.clients[client].engine.is_none() {
+                    if !self.clients[client].up {
                         self.start_client(client);
                     }
                 }
@@ -588,10 +611,9 @@ impl Sim {
         }
         for c in 0..self.clients.len() {
             let now = self.now;
-            if let Some(e) = self.clients[c].engine.as_mut()
-                && e.poll_timeout().is_some_and(|at| at <= now)
-            {
-                e.handle_timeout(now);
+            let cl = &mut self.clients[c];
+            if cl.up && cl.node.engine.poll_timeout().is_some_and(|at| at <= now) {
+                cl.node.engine.handle_timeout(now);
                 self.pump(c);
             }
         }
@@ -608,9 +630,7 @@ impl Sim {
                 let at = self.now + Duration::from_millis(self.rng.random_range(1_000..60_000));
                 self.schedule(at, Event::Heal { client: c });
             }
-            if self.clients[c].engine.is_some()
-                && self.rng.random_bool((self.faults.client_crash_rate * elapsed).min(1.0))
-            {
+            if self.clients[c].up && self.rng.random_bool((self.faults.client_crash_rate * elapsed).min(1.0)) {
                 self.crash_client(c);
             }
         }
@@ -632,7 +652,7 @@ impl Sim {
         self.faults = Faults { delay: self.faults.delay, ..Faults::none() };
         for c in 0..self.clients.len() {
             self.clients[c].partitioned = false;
-            if self.clients[c].engine.is_none() {
+            if !self.clients[c].up {
                 self.start_client(c);
             }
         }
@@ -648,15 +668,16 @@ impl Sim {
         format!("c{c}-n{}", self.counter)
     }
 
-    fn engine(&mut self, c: usize) -> Option<&mut SyncEngine> {
-        self.clients[c].engine.as_mut()
+    fn node(&mut self, c: usize) -> Option<&mut Node<MemState, MemFiles>> {
+        let cl = &mut self.clients[c];
+        cl.up.then_some(&mut cl.node)
     }
 
     /// An append made through the sidecar. Counts as acknowledged only if
-    /// every action of the step (the file write first of all) was performed.
+    /// the whole step (the stored operation and the file) was done.
     pub fn sidecar_append(&mut self, c: usize, thread: &ThreadId, content: Value) -> Option<MessageId> {
         let now = self.now;
-        let r = self.engine(c)?.local_op(now, Some(thread), LocalOp::Append { role: "user".into(), content }).ok()?;
+        let r = self.node(c)?.local_op(now, Some(thread), LocalOp::Append { role: "user".into(), content }).ok()?;
         let id = r.message_id.expect("appends return an id");
         self.trace(format!("client {c} appends {id} to {thread}"));
         self.written_by.entry(c).or_default().push(id.clone());
@@ -668,20 +689,21 @@ impl Sim {
 
     pub fn sidecar_create(&mut self, c: usize, title: &str) -> Option<ThreadId> {
         let now = self.now;
-        let r = self.engine(c)?.local_op(now, None, LocalOp::CreateThread { title: title.into() }).ok()?;
+        let r = self.node(c)?.local_op(now, None, LocalOp::CreateThread { title: title.into() }).ok()?;
         self.pump(c);
         Some(r.thread_id)
     }
 
     pub fn sidecar_title(&mut self, c: usize, thread: &ThreadId, title: &str) {
         let now = self.now;
-        if let Some(e) = self.engine(c) {
-            let _ = e.local_op(now, Some(thread), LocalOp::SetTitle { title: title.into() });
+        if let Some(n) = self.node(c) {
+            let _ = n.local_op(now, Some(thread), LocalOp::SetTitle { title: title.into() });
             self.pump(c);
         }
     }
 
-    /// An assistant rewrites a thread file; the watcher reports it.
+    /// An assistant writes a thread's file to hold `thread` (rewriting a
+    /// `.json` file, or appending records to a log); the watcher reports it.
     pub fn file_edit(&mut self, c: usize, thread: Thread) {
         self.trace(format!(
             "client {c} file {}: {:?} {:?}",
@@ -689,21 +711,53 @@ impl Sim {
             thread.title,
             thread.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>()
         ));
-        self.clients[c].disk.files.insert(thread.id.clone(), thread.clone());
         let now = self.now;
-        if let Some(e) = self.engine(c) {
-            e.local_snapshot(now, thread);
+        let cl = &mut self.clients[c];
+        cl.node.files.assistant_write(&thread);
+        if cl.node.files.kind_of(&thread.id) == Some(FileKind::Json) {
+            cl.stale.insert(thread.id.clone(), thread.clone());
+        }
+        self.notice(c, &thread.id, now);
+    }
+
+    /// The watcher reports a thread file.
+    fn notice(&mut self, c: usize, id: &ThreadId, now: Time) {
+        let cl = &mut self.clients[c];
+        if !cl.up {
+            return;
+        }
+        if let Some(kind) = cl.node.files.kind_of(id) {
+            cl.node.file_changed(now, id, kind).expect("the memory store loads");
             self.pump(c);
         }
     }
 
     pub fn file(&self, c: usize, id: &ThreadId) -> Option<Thread> {
-        self.clients[c].disk.files.get(id).cloned()
+        self.clients[c].node.files.thread(id)
+    }
+
+    /// A new assistant message of client `c`, which must survive. `in_order`:
+    /// written after everything this machine wrote before (not so for an
+    /// answer to an older read: it belongs after what its writer had read).
+    fn assistant_message(&mut self, c: usize, in_order: bool) -> Arc<Message> {
+        let text = self.unique(c);
+        let id = MessageId::new(format!("f-{text}")).unwrap();
+        if in_order {
+            self.written_by.entry(c).or_default().push(id.clone());
+        }
+        self.must_survive.insert(id.clone(), (c, self.now.as_millis()));
+        Arc::new(Message {
+            id,
+            role: "assistant".into(),
+            content: json!(text).into(),
+            timestamp: 9,
+            extra: serde_json::Map::from_iter([("model".to_string(), json!("m2"))]),
+        })
     }
 
     /// One random user or assistant action on client `c`.
     pub fn random_action(&mut self, c: usize, threads: &[ThreadId]) {
-        if self.clients[c].engine.is_none() {
+        if !self.clients[c].up {
             return;
         }
         let t = threads[self.rng.random_range(0..threads.len())].clone();
@@ -732,7 +786,7 @@ impl Sim {
                     f.messages.push(Arc::new(Message {
                         id,
                         role: "assistant".into(),
-                        content: json!(text),
+                        content: json!(text).into(),
                         timestamp: 7,
                         extra: serde_json::Map::from_iter([("model".to_string(), json!("m1"))]),
                     }));
@@ -742,7 +796,7 @@ impl Sim {
             (65..75, Some(mut f)) if !f.messages.is_empty() => {
                 let i = self.rng.random_range(0..f.messages.len());
                 let text = self.unique(c);
-                Arc::make_mut(&mut f.messages[i]).content = json!(format!("edited {text}"));
+                Arc::make_mut(&mut f.messages[i]).content = json!(format!("edited {text}")).into();
                 self.file_edit(c, f);
             }
             (75..79, Some(mut f)) if !f.messages.is_empty() => {
@@ -763,17 +817,62 @@ impl Sim {
                 // Too large: refused locally, rolled back, reported.
                 let big = json!("x".repeat(5000));
                 let now = self.now;
-                if let Some(e) = self.engine(c) {
-                    let r = e.local_op(now, Some(&t), LocalOp::Append { role: "user".into(), content: big });
+                if let Some(n) = self.node(c) {
+                    let r = n.local_op(now, Some(&t), LocalOp::Append { role: "user".into(), content: big });
                     assert!(r.is_err(), "an oversized append must be refused");
                 }
             }
             (92..94, Some(_)) => {
                 let now = self.now;
-                if let Some(e) = self.engine(c) {
-                    e.force_sync(now, None);
+                if let Some(n) = self.node(c) {
+                    n.engine.force_sync(now, None);
                 }
                 self.pump(c);
+            }
+            (94..97, Some(f)) if self.clients[c].node.files.kind_of(&t) == Some(FileKind::Json) => {
+                // The assistant writes back what it read some time ago, plus
+                // its answer: whatever reached the file since is not deleted.
+                let mut older = self.clients[c].stale.get(&t).cloned().unwrap_or(f);
+                let m = self.assistant_message(c, false);
+                self.trace(format!("client {c} rewrites {t} from an older read with {}", m.id));
+                older.messages.push(m);
+                self.file_edit(c, older);
+            }
+            (97..99, Some(mut f)) if self.clients[c].node.files.kind_of(&t) == Some(FileKind::Json) => {
+                // The assistant writes in place: half a file first (the
+                // sidecar may read it), or its write lands inside the
+                // sidecar's own write of this thread.
+                let half = self.rng.random_bool(0.5);
+                // A write inside the sidecar's own is concurrent with it: no order.
+                let m = self.assistant_message(c, half);
+                f.messages.push(m.clone());
+                let bytes = serde_json::to_vec_pretty(&f).unwrap();
+                if half {
+                    self.trace(format!("client {c} half-writes {t} with {}", m.id));
+                    let now = self.now;
+                    self.clients[c].node.files.write_in_place(&t, FileKind::Json, bytes[..bytes.len() / 2].to_vec());
+                    self.notice(c, &t, now);
+                    self.clients[c].node.files.write_in_place(&t, FileKind::Json, bytes);
+                    self.clients[c].stale.insert(t.clone(), f);
+                    self.notice(c, &t, now);
+                } else {
+                    // Sometimes made from an older read: a displaced version
+                    // may lack what was shown since, and must delete nothing.
+                    let bytes = match self.clients[c].stale.get(&t).filter(|_| self.rng.random_bool(0.5)) {
+                        Some(older) => {
+                            let mut older = older.clone();
+                            older.messages.push(m.clone());
+                            serde_json::to_vec_pretty(&older).unwrap()
+                        }
+                        None => bytes,
+                    };
+                    self.trace(format!("client {c} writes {t} inside the sidecar's next write, with {}", m.id));
+                    self.clients[c].node.files.interleaved.insert(t.clone(), bytes);
+                    self.interleaved.entry((c, t.clone())).or_default().push(m.id.clone());
+                    // Whatever the sidecar writes next lands on it.
+                    let a = self.unique(c);
+                    self.sidecar_append(c, &t, json!(a));
+                }
             }
             (_, None) => {
                 // This client has not seen the thread yet: create it from a file.
@@ -786,7 +885,7 @@ impl Sim {
                 f.messages.push(Arc::new(Message {
                     id,
                     role: "user".into(),
-                    content: json!(text),
+                    content: json!(text).into(),
                     timestamp: 1,
                     extra: Default::default(),
                 }));
@@ -817,9 +916,8 @@ impl Sim {
     pub fn settled(&mut self) -> bool {
         let head = Cursor::Log(server::Tx::head_seq(self.store.tx(&self.team)).unwrap());
         self.clients.iter().all(|c| {
-            c.engine
-                .as_ref()
-                .is_some_and(|e| e.is_idle() && e.cursor() == Some(&head) && e.pending_threads().is_empty())
+            let e = &c.node.engine;
+            c.up && e.is_idle() && e.cursor() == Some(&head) && e.pending_threads().is_empty()
         })
     }
 
@@ -827,11 +925,12 @@ impl Sim {
         let head = server::Tx::head_seq(self.store.tx(&self.team)).unwrap();
         let mut s = format!("server head {head}; ");
         for (i, c) in self.clients.iter().enumerate() {
-            match &c.engine {
+            match c.up.then_some(&c.node.engine) {
                 Some(e) => {
                     s += &format!(
-                        "client {i}: idle={} cursor={:?} pending={:?} status={:?}; ",
+                        "client {i}: idle={} busy={:?} cursor={:?} pending={:?} status={:?}; ",
                         e.is_idle(),
+                        e.busy(),
                         e.cursor(),
                         e.pending_threads(),
                         e.status()
@@ -847,31 +946,81 @@ impl Sim {
     pub fn check(&mut self) -> Result<(), String> {
         let server: BTreeMap<ThreadId, Doc> =
             self.store.threads(&self.team).map(|d| (d.id().clone(), d.clone())).collect();
-        // Converged: every client's view and file equal the server's.
-        for (i, c) in self.clients.iter().enumerate() {
-            let e = c.engine.as_ref().ok_or(format!("client {i} is down"))?;
-            let ids: BTreeSet<&ThreadId> = e.thread_ids().collect();
+        // Converged: every client's view, stored base and file equal the
+        // server's. (Threads at rest live only in the store: load them.)
+        let now = self.now;
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            if !c.up {
+                return Err(format!("client {i} is down"));
+            }
             let server_ids: BTreeSet<&ThreadId> = server.keys().collect();
-            if ids != server_ids {
-                return Err(format!("client {i} has threads {ids:?}, server {server_ids:?}"));
+            let stored: BTreeSet<&ThreadId> =
+                c.node.store.thread_ids().filter(|id| c.node.store.base(id).is_some_and(|b| b.exists())).collect();
+            if stored != server_ids {
+                return Err(format!("client {i} stores threads {stored:?}, server {server_ids:?}"));
             }
             for (id, doc) in &server {
-                let local = e.thread(id).unwrap();
-                let file = c.disk.files.get(id).ok_or(format!("client {i} has no file for {id}"))?;
-                for (what, t) in [("view", local), ("file", file)] {
+                c.node.ensure_loaded(now, [id]).map_err(|e| format!("client {i}: {e}"))?;
+                let e = &c.node.engine;
+                let local = e.thread(id).ok_or(format!("client {i} has no view of {id}"))?;
+                let file = c.node.files.thread(id).ok_or(format!("client {i} has no readable file for {id}"))?;
+                let base = c.node.store.base(id).expect("stored");
+                // What the store keeps of the file is what the engine knows.
+                if let (Some(stored), Some(fs)) = (c.node.store.file_view(id), e.file_state(id))
+                    && stored.messages != fs.view.messages
+                {
+                    return Err(format!("client {i}'s stored view of the file of {id} differs from its engine's"));
+                }
+                for (what, t) in [("view", local), ("file", &file), ("stored base", &base.thread)] {
                     if t.messages != doc.thread.messages || t.title != doc.thread.title || t.env != doc.thread.env {
+                        let f = e
+                            .file_state(id)
+                            .map(|f| (f.kind, f.stamp, f.own, f.dirty, f.error.clone(), f.changed.len()));
+                        let on_disk = c.node.files.bytes(id, FileKind::Json).map(threadsync::engine::file::hash64);
+                        if std::env::var("SIM_DUMP").is_ok() {
+                            if let Some(fs) = e.file_state(id) {
+                                let in_file: Vec<&str> = file
+                                    .messages
+                                    .iter()
+                                    .map(|m| m.id.as_str())
+                                    .filter(|m| !fs.view.messages.keys().any(|k| k.as_str() == *m))
+                                    .collect();
+                                let in_view_not_local: Vec<&str> = fs
+                                    .view
+                                    .messages
+                                    .keys()
+                                    .map(|k| k.as_str())
+                                    .filter(|k| !local.messages.iter().any(|m| m.id.as_str() == *k))
+                                    .collect();
+                                eprintln!(
+                                    "file ids not in view: {in_file:?}; view ids not in the view of the thread: {in_view_not_local:?}"
+                                );
+                            }
+                            if let Some(b) = c.node.files.bytes(id, FileKind::Jsonl) {
+                                eprintln!("--- client {i} {id}.jsonl ---\n{}", String::from_utf8_lossy(b));
+                            }
+                        }
                         return Err(format!(
-                            "client {i}'s {what} of {id} differs from the server's:\n  client: {:?} {:?}\n  server: {:?} {:?}",
+                            "client {i}'s {what} of {id} differs from the server's (file state {f:?}, json on disk {on_disk:?}):\n  client: {:?} {:?}\n  server: {:?} {:?}",
                             t.title,
-                            t.messages.iter().map(|m| (m.id.as_str(), m.content.to_string())).collect::<Vec<_>>(),
+                            t.messages.iter().map(|m| (m.id.as_str(), format!("{:?}", m.content))).collect::<Vec<_>>(),
                             doc.thread.title,
                             doc.thread
                                 .messages
                                 .iter()
-                                .map(|m| (m.id.as_str(), m.content.to_string()))
+                                .map(|m| (m.id.as_str(), format!("{:?}", m.content)))
                                 .collect::<Vec<_>>(),
                         ));
                     }
+                }
+            }
+        }
+        // Writes that were to land inside a sidecar write that never came
+        // did not happen.
+        for ((c, t), ids) in &self.interleaved {
+            if self.clients[*c].node.files.interleaved.contains_key(t) {
+                for m in ids {
+                    self.must_survive.remove(m);
                 }
             }
         }
@@ -883,8 +1032,8 @@ impl Sim {
                 if position.insert(m.id.clone(), (id.clone(), i)).is_some() {
                     return Err(format!("message {} appears twice", m.id));
                 }
-                if !contents.insert(m.content.to_string()) {
-                    return Err(format!("content {} appears twice", m.content));
+                if !contents.insert(format!("{:?}", m.content)) {
+                    return Err(format!("content {:?} appears twice", m.content));
                 }
             }
         }
@@ -894,9 +1043,6 @@ impl Sim {
             }
         }
         for (c, written) in &self.written_by {
-            if self.torn.contains(c) {
-                continue;
-            }
             let mut last: BTreeMap<&ThreadId, (usize, &MessageId)> = BTreeMap::new();
             for m in written {
                 // A message someone deleted can come back through a

@@ -75,9 +75,7 @@ H.main(function()
       return peer.request('threadsync/getThread', { threadId = id }).title == 'Mine'
     end)
     H.eq('Mine', server:thread(id).title, 'server title')
-    local f = assert(io.open(vim.fs.joinpath(opts.threads_dir, id .. '.json')))
-    H.eq('Mine', vim.json.decode(f:read('*a')).title, 'local thread file title')
-    f:close()
+    H.eq('Mine', assert(H.read_thread(opts.threads_dir, id)).title, 'local thread file title')
   end)
 
   H.case(':ThreadSync resolve with no conflicts says so', function()

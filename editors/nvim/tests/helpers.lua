@@ -398,6 +398,68 @@ function H.main(fn)
   H.finish()
 end
 
+---A thread file as a reader sees it: `<id>.json`, or the log `<id>.jsonl`
+---replayed the documented way (protocol.md, "Thread logs"); nil if neither.
+function H.read_thread(dir, id)
+  local f = io.open(vim.fs.joinpath(dir, id .. '.json'))
+  if f then
+    local ok, t = pcall(vim.json.decode, f:read('*a'))
+    f:close()
+    return ok and t or nil
+  end
+  f = io.open(vim.fs.joinpath(dir, id .. '.jsonl'))
+  if not f then
+    return nil
+  end
+  local t, order, by_id, deleted = { messages = {} }, {}, {}, {}
+  for line in f:lines() do
+    local ok, r = pcall(vim.json.decode, line)
+    if ok and type(r) == 'table' then
+      if r.type == 'thread' then
+        t.id, t.title, t.created, t.env = r.id, r.title, r.created, r.env
+      elseif r.type == 'title' then
+        t.title = r.title
+      elseif r.type == 'edit' and by_id[r.id] then
+        by_id[r.id].content = r.content
+      elseif r.type == 'delete' and by_id[r.id] then
+        deleted[r.id] = true
+      elseif r.type == 'message' then
+        if by_id[r.id] and not deleted[r.id] then
+          by_id[r.id].content = r.content
+        else
+          deleted[r.id] = nil
+          for i, x in ipairs(order) do
+            if x == r.id then
+              table.remove(order, i)
+              break
+            end
+          end
+          local at = #order + 1
+          if r.after == vim.NIL then
+            at = 1
+          elseif r.after ~= nil then
+            for i = #order, 1, -1 do
+              if order[i] == r.after then
+                at = i + 1
+                break
+              end
+            end
+          end
+          table.insert(order, at, r.id)
+          by_id[r.id] = { id = r.id, role = r.role, content = r.content }
+        end
+      end
+    end
+  end
+  f:close()
+  for _, mid in ipairs(order) do
+    if not deleted[mid] then
+      table.insert(t.messages, by_id[mid])
+    end
+  end
+  return t
+end
+
 ---Loads the plugin the way a plugin manager does (-u NONE skips plugin/).
 function H.load_plugin()
   vim.cmd('runtime plugin/threadsync.lua')

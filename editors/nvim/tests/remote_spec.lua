@@ -17,15 +17,9 @@ H.main(function()
   H.case('a thread created + appended on another machine arrives as a file', function()
     id = peer.request('threadsync/createThread', { title = 'Remote plan' }).threadId
     peer.request('threadsync/appendMessage', { threadId = id, role = 'user', content = 'hello from B' })
-    local path = vim.fs.joinpath(opts.threads_dir, id .. '.json')
-    H.wait('thread file with the message in the editor\'s threadsDir', 10000, function()
-      local f = io.open(path)
-      if not f then
-        return false
-      end
-      local ok, t = pcall(vim.json.decode, f:read('*a'))
-      f:close()
-      return ok and t.title == 'Remote plan' and #t.messages == 1 and t.messages[1].content == 'hello from B'
+    H.wait('thread file (a log) with the message in the editor\'s threadsDir', 10000, function()
+      local t = H.read_thread(opts.threads_dir, id)
+      return t and t.title == 'Remote plan' and #t.messages == 1 and t.messages[1].content == 'hello from B'
     end)
   end)
 
@@ -52,7 +46,7 @@ H.main(function()
     H.contains(shown, 'Remote plan', 'picker items')
     H.contains(shown, '1 message', 'picker items')
     H.contains(shown, id, 'picker items')
-    local want = vim.fs.normalize(vim.fs.joinpath(opts.threads_dir, id .. '.json'))
+    local want = vim.fs.normalize(vim.fs.joinpath(opts.threads_dir, id .. '.jsonl'))
     H.wait('the thread file opened', 5000, function()
       return vim.fs.normalize(vim.api.nvim_buf_get_name(0)) == want
     end, function()

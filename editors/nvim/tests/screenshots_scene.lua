@@ -68,7 +68,7 @@ req(a, 'threadsync/appendMessage', { threadId = id, role = 'assistant', content 
 vim.wait(10000, function()
   return ts.status().state == 'synced' and ts.status().pending == 0
 end, 20)
-vim.cmd('edit ' .. vim.fn.fnameescape(dir .. '/a/threads/' .. id .. '.json'))
+vim.cmd('edit ' .. vim.fn.fnameescape(dir .. '/a/threads/' .. id .. '.jsonl'))
 vim.cmd('redraw!')
 vim.defer_fn(function()
   touch('synced.ready')

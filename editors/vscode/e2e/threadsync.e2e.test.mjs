@@ -551,8 +551,8 @@ test('(3) a thread created on another machine shows up in "ThreadSync: Show Thre
     const row = (await quickPickRows()).find((r) => r.includes(TITLE_OTHER));
     assert.match(row, /1 message/, `row: ${row}`);
     await closeQuickInput();
-    // the file is on VS Code's side too (the sidecar wrote it), and the status bar is synced
-    await waitFor('the thread file in VS Code\'s threadsDir', () => fs.existsSync(path.join(S.vscThreadsDir, `${threadId}.json`)));
+    // the file (a log) is on VS Code's side too (the sidecar wrote it), and the status bar is synced
+    await waitFor('the thread file in VS Code\'s threadsDir', () => fs.existsSync(path.join(S.vscThreadsDir, `${threadId}.jsonl`)));
     await expectStatus(/^Synced$/);
   });
 });
@@ -560,19 +560,25 @@ test('(3) a thread created on another machine shows up in "ThreadSync: Show Thre
 test('(4) a title conflict shows "1 conflict"; Resolve Conflict → local wins everywhere', { timeout: 150_000 }, async (t) => {
   await step(t, 'conflict', ['remote-thread'], async () => {
     const id = S.otherThreadId;
-    const file = path.join(S.vscThreadsDir, `${id}.json`);
+    const file = path.join(S.vscThreadsDir, `${id}.jsonl`);
+    // The last title a log shows (protocol.md, "Thread logs").
+    const logTitle = () =>
+      fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => JSON.parse(l))
+        .filter((r) => r.type === 'thread' || r.type === 'title')
+        .map((r) => r.title)
+        .pop();
 
     // VS Code's sidecar loses the server (the setting points at a dead address)
     await setSettingInUi('threadsync.server.url', 'http://127.0.0.1:9');
     await expectStatus(/^Offline/, 30_000);
 
-    // an assistant changes the title in VS Code's thread file (atomic write)
-    const thread = JSON.parse(fs.readFileSync(file, 'utf8'));
-    assert.equal(thread.title, TITLE_OTHER);
-    thread.title = TITLE_MINE;
-    const staged = path.join(tmp, `${id}.json.staged`);
-    fs.writeFileSync(staged, JSON.stringify(thread, null, 2));
-    fs.renameSync(staged, file);
+    // an assistant changes the title in VS Code's thread log (one appended line)
+    assert.equal(logTitle(), TITLE_OTHER);
+    fs.appendFileSync(file, JSON.stringify({ type: 'title', title: TITLE_MINE }) + '\n');
     await expectStatus(/^Offline, 1 pending$/);
 
     // Force Sync while offline fails visibly, with the sidecar's reason
@@ -609,8 +615,7 @@ test('(4) a title conflict shows "1 conflict"; Resolve Conflict → local wins e
       },
       { timeoutMs: 30_000, intervalMs: 500 },
     );
-    const mine = JSON.parse(fs.readFileSync(file, 'utf8'));
-    assert.equal(mine.title, TITLE_MINE);
+    assert.equal(logTitle(), TITLE_MINE);
     await expectStatus(/^Synced$/);
   });
 });

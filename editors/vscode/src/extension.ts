@@ -641,10 +641,13 @@ class ThreadSyncExtension implements vscode.Disposable {
     if (isThreadId(id)) {
       const dirs = threadsDirCandidates(readSettings(), process.env as Record<string, string | undefined>, workspaceFolder());
       for (const dir of dirs) {
-        const file = path.join(dir, `${id}.json`);
-        if (fs.existsSync(file)) {
-          await vscode.window.showTextDocument(vscode.Uri.file(file), { preview: true });
-          return true;
+        // A `.json` thread file, or the append-only log (`.jsonl`).
+        for (const ext of ['.json', '.jsonl']) {
+          const file = path.join(dir, `${id}${ext}`);
+          if (fs.existsSync(file)) {
+            await vscode.window.showTextDocument(vscode.Uri.file(file), { preview: true });
+            return true;
+          }
         }
       }
     }

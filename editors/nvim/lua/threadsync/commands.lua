@@ -188,14 +188,18 @@ function M.resolve()
   end)
 end
 
----Opens a thread: its file when it is in the threads directory, else a
----readable scratch buffer.
+---Opens a thread: its file (`<id>.json`, or the log `<id>.jsonl`) when it is
+---in the threads directory, else a readable scratch buffer.
 function M.open_thread(id, title)
   local dir = config.effective(ts.opts, 'threadsDir')
-  local path = vim.fs.joinpath(dir, id .. '.json')
-  if id:match('^[A-Za-z0-9_-]+$') and vim.uv.fs_stat(path) then
-    vim.cmd('edit ' .. vim.fn.fnameescape(path))
-    return
+  if id:match('^[A-Za-z0-9_-]+$') then
+    for _, ext in ipairs({ '.json', '.jsonl' }) do
+      local path = vim.fs.joinpath(dir, id .. ext)
+      if vim.uv.fs_stat(path) then
+        vim.cmd('edit ' .. vim.fn.fnameescape(path))
+        return
+      end
+    end
   end
   ts.request('threadsync/getThread', { threadId = id }, function(err, thread)
     if err or type(thread) ~= 'table' then

@@ -9,6 +9,38 @@ import path from 'node:path';
 import { BIN, Server, Sidecar, tempDir, waitFor, killAll, freePort } from './harness.mjs';
 
 const FORCE_SYNC = 'threadsync.forceSync';
+
+// A thread made through the sidecar is an append-only log (protocol.md,
+// "Thread logs"): a header line, then records. Replays it the documented way.
+function readLog(file) {
+  const t = { messages: [] };
+  const order = [];
+  const byId = new Map();
+  const deleted = new Set();
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    const r = JSON.parse(line);
+    if (r.type === 'thread') Object.assign(t, { id: r.id, title: r.title, created: r.created, env: r.env });
+    else if (r.type === 'title') t.title = r.title;
+    else if (r.type === 'env') t.env = r.env;
+    else if (r.type === 'edit' && byId.has(r.id)) byId.get(r.id).content = r.content;
+    else if (r.type === 'delete' && byId.has(r.id)) deleted.add(r.id);
+    else if (r.type === 'message') {
+      const { type, after, ...m } = r;
+      if (byId.has(m.id) && !deleted.has(m.id)) {
+        byId.get(m.id).content = m.content;
+        continue;
+      }
+      deleted.delete(m.id);
+      const at = after === undefined ? order.length : after === null ? 0 : order.lastIndexOf(after) + 1 || order.length;
+      if (order.includes(m.id)) order.splice(order.indexOf(m.id), 1);
+      order.splice(at, 0, m.id);
+      byId.set(m.id, m);
+    }
+  }
+  t.messages = order.filter((id) => !deleted.has(id)).map((id) => byId.get(id));
+  return t;
+}
 const RESOLVE = 'threadsync.resolveConflict';
 
 describe('sidecar conversation (real threadsync serve + lsp)', { timeout: 180_000 }, () => {
@@ -67,9 +99,9 @@ describe('sidecar conversation (real threadsync serve + lsp)', { timeout: 180_00
     const r = await a.request('threadsync/appendMessage', { threadId, role: 'user', content: 'first message' });
     assert.ok(r.messageId, 'messageId');
     assert.equal(typeof r.version, 'number');
-    // Visible locally at once: the file is written before the answer.
-    const file = path.join(a.settings.threadsDir, `${threadId}.json`);
-    const onDisk = JSON.parse(fs.readFileSync(file, 'utf8'));
+    // Visible locally at once: the file (a log) is written before the answer.
+    const file = path.join(a.settings.threadsDir, `${threadId}.jsonl`);
+    const onDisk = readLog(file);
     assert.equal(onDisk.id, threadId);
     assert.equal(onDisk.title, 'Hello');
     assert.deepEqual(
@@ -115,7 +147,7 @@ describe('sidecar conversation (real threadsync serve + lsp)', { timeout: 180_00
     const thread = await b.request('threadsync/getThread', { threadId });
     assert.deepEqual(thread.messages[1].content, { type: 'text', text: 'second' });
     // B's own file has it too.
-    const onDisk = JSON.parse(fs.readFileSync(path.join(b.settings.threadsDir, `${threadId}.json`), 'utf8'));
+    const onDisk = readLog(path.join(b.settings.threadsDir, `${threadId}.jsonl`));
     assert.equal(onDisk.messages.length, 2);
   });
 
