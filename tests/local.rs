@@ -422,3 +422,79 @@ fn a_deleted_message_can_be_brought_back_where_it_was() {
     let r = p.a.request("threadsync/restoreMessage", json!({ "threadId": id, "messageId": "m-nope" }));
     assert!(r["error"]["message"].as_str().unwrap().contains("no message m-nope"), "{r}");
 }
+
+// ----- upgrading in place ----------------------------------------------------------
+
+/// A state directory in the earlier JSON layout (bases/, outbox/,
+/// cursor.json) is imported on first start: the change waiting in its
+/// outbox and one an assistant made while no sidecar ran both reach the
+/// team, once, and nothing is deleted.
+#[test]
+fn a_state_directory_of_the_json_layout_is_imported_and_its_pending_work_syncs() {
+    let mut p = pair("local-upgrade");
+    // The thread as the server has it: made by B from a file, one message.
+    let id = "T-upgrade";
+    std::fs::write(
+        p.b.threads.join(format!("{id}.json")),
+        json!({ "id": id, "title": "upgrade", "messages": [{ "id": "m-1", "role": "user", "content": "one" }] }).to_string(),
+    )
+    .unwrap();
+    p.b.wait_note("B pushed it", T, |m| m["method"] == "threadsync/threadStatus" && m["params"]["threadId"] == id && m["params"]["state"] == "synced");
+    force_sync(&mut p.b);
+    let server = server_thread(&p.server, &p.token, id);
+    assert_eq!(message_contents(&server), ["one"]);
+    // A machine whose sidecar (the earlier version) had synced it, sent "two"
+    // (still in its outbox), and then stopped; an assistant added "three".
+    let c = p._dir.0.join("c");
+    let (threads, state) = (c.join("threads"), c.join("state"));
+    for d in [threads.clone(), state.join("bases"), state.join("outbox")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let base = json!({ "thread": server, "after": { "m-1": null }, "seq": ["m-1"] });
+    std::fs::write(state.join(format!("bases/{id}.json")), base.to_string()).unwrap();
+    let two = json!({ "id": "m-2", "role": "user", "content": "two", "timestamp": 2 });
+    let outbox = json!([{ "op": "append", "message": two, "after": "m-1" }]);
+    std::fs::write(state.join(format!("outbox/{id}.json")), outbox.to_string()).unwrap();
+    std::fs::write(state.join("cursor.json"), json!(head_cursor(&p.server, &p.token)).to_string()).unwrap();
+    let file = json!({ "id": id, "title": "upgrade", "messages": [
+        { "id": "m-1", "role": "user", "content": "one" }, two,
+        { "id": "m-3", "role": "assistant", "content": "three", "timestamp": 3 } ] });
+    std::fs::write(threads.join(format!("{id}.json")), file.to_string()).unwrap();
+
+    let mut upgraded = Sidecar::start(&c, &p.server, &p.token);
+    upgraded.wait_status("synced", T);
+    force_sync(&mut upgraded);
+    force_sync(&mut p.b);
+    assert_eq!(message_contents(&server_thread(&p.server, &p.token, id)), ["one", "two", "three"]);
+    let t = p.b.wait_thread(id, T, |t| message_contents(t).len() == 3);
+    assert_eq!(message_contents(&t), ["one", "two", "three"]);
+    assert!(server_effects(&p.server, &p.token, id).iter().all(|c| c["effect"] != "delete"));
+    assert!(state.join("state.sqlite").exists() && state.join("imported-json/bases").exists());
+    assert!(!state.join("bases").exists(), "the old layout moved aside");
+    // A restart does not import (or send) anything again.
+    drop(upgraded);
+    let mut again = Sidecar::start(&c, &p.server, &p.token);
+    again.wait_status("synced", T);
+    force_sync(&mut again);
+    assert_eq!(message_contents(&server_thread(&p.server, &p.token, id)), ["one", "two", "three"]);
+}
+
+/// The server's change-log head.
+fn head_cursor(server: &Server, token: &str) -> String {
+    let client = reqwest::blocking::Client::new();
+    let mut cursor = String::new();
+    loop {
+        let r: Value = client
+            .get(format!("{}/v1/pull", server.url()))
+            .query(&[("cursor", cursor.as_str())])
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        cursor = r["cursor"].as_str().unwrap().to_string();
+        if r["upToDate"] == true {
+            return cursor;
+        }
+    }
+}

@@ -939,6 +939,116 @@ fn unauthorized_stops_all_requests_until_credentials_change() {
     assert_ne!(h.client.engine.status().state, State::Unauthorized);
 }
 
+/// The notices the user gets (once each), decided by the engine on its
+/// clock: a refused token, and a server unreachable for five minutes.
+fn notices_since(h: &Harness, mark: usize) -> Vec<(Time, bool, String)> {
+    h.find(mark, |a| match a {
+        Action::Notify { error, message } => Some((*error, message.clone())),
+        _ => None,
+    })
+    .into_iter()
+    .map(|(t, (e, m))| (t, e, m))
+    .collect()
+}
+
+#[test]
+fn a_refused_token_is_told_once_until_the_token_changes() {
+    let mut h = Harness::synced(EngineConfig::default());
+    let id = h.create_thread("t");
+    let (_, req, _) = h.next_push(secs(1));
+    let m = h.mark();
+    h.fail_push(req, http(401, "bad token"));
+    // The pull refused too, and a force sync tried again: still told once.
+    h.force_sync(None);
+    if let Some((req, _)) = h.pushes.first().cloned() {
+        h.fail_push(req, http(401, "bad token"));
+    }
+    h.tick(secs(60));
+    let told = notices_since(&h, m);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].1 && told[0].2.contains("refused our token"), "{told:?}");
+    // A new token: told again if it is refused too.
+    let m = h.mark();
+    let t = h.now;
+    h.client.engine.credentials_changed(t);
+    h.drain();
+    let (req, _) = h.pushes.first().cloned().expect("a new token: the push goes at once");
+    h.fail_push(req, http(401, "still bad"));
+    assert_eq!(notices_since(&h, m).len(), 1);
+    let _ = id;
+}
+
+#[test]
+fn a_server_unreachable_for_five_minutes_is_told_once_and_again_after_it_was_back() {
+    let mut h = Harness::synced(EngineConfig::default());
+    let id = h.create_thread("t");
+    let (_, req, _) = h.next_push(secs(1));
+    let m = h.mark();
+    let down = h.now;
+    h.fail_push(req, Failure::Network("connection refused".into()));
+    // Probes keep failing.
+    let fail_probes = |h: &mut Harness, until: Time| {
+        while h.now < until {
+            let next = h.client.engine.poll_timeout().unwrap();
+            h.tick_until(next.min(until));
+            for req in std::mem::take(&mut h.probes) {
+                h.probes.push(req);
+                h.answer_probe(req, Err(Failure::Network("connection refused".into())));
+            }
+        }
+    };
+    fail_probes(&mut h, down + secs(299));
+    assert!(notices_since(&h, m).is_empty(), "not before five minutes");
+    fail_probes(&mut h, down + secs(301));
+    let told = notices_since(&h, m);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0, down + secs(300), "at five minutes, from the engine's own deadline");
+    assert!(!told[0].1 && told[0].2.contains("unreachable for 5 minutes"), "{told:?}");
+    fail_probes(&mut h, down + secs(900));
+    assert_eq!(notices_since(&h, m).len(), 1, "once");
+    // Back online, then offline again for five minutes: told again.
+    let (_, i) = h.tick_until_action(secs(60), |a| matches!(a, Action::Probe { .. }));
+    let Action::Probe { req, .. } = h.log[i].1 else { unreachable!() };
+    h.answer_probe(req, Ok(()));
+    h.run_for(secs(1));
+    assert_eq!(h.client.engine.status().state, State::Synced);
+    h.append(&id, json!("again"));
+    let (_, req, _) = h.next_push(secs(1));
+    let m = h.mark();
+    let down = h.now;
+    h.fail_push(req, Failure::Network("connection refused".into()));
+    fail_probes(&mut h, down + secs(301));
+    assert_eq!(notices_since(&h, m).len(), 1);
+}
+
+#[test]
+fn the_first_sync_shows_progress_from_its_first_pull_to_catching_up() {
+    // Threads on the server before this client first syncs.
+    let mut other = Harness::synced(EngineConfig::default());
+    for i in 0..3 {
+        other.create_thread(&format!("t{i}"));
+    }
+    other.run_for(secs(1));
+    let mut h = Harness::sharing(&other, 9);
+    h.run_for(secs(1));
+    let begin = h.find(0, |a| match a {
+        Action::Progress { token, step: super::ProgressStep::Begin(title) } => Some((token.clone(), title.clone())),
+        _ => None,
+    });
+    assert_eq!(begin.len(), 1, "shown when the first (snapshot) pull goes");
+    assert!(begin[0].1.1.contains("first sync"));
+    let end = h.find(0, |a| match a {
+        Action::Progress { token, step: super::ProgressStep::End(msg) } => Some((token.clone(), msg.clone())),
+        _ => None,
+    });
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0].1, (begin[0].1.0.clone(), "3 threads".to_string()));
+    // Later pulls show nothing.
+    let m = h.mark();
+    h.run_for(secs(60));
+    assert!(h.find(m, |a| matches!(a, Action::Progress { .. }).then_some(())).is_empty());
+}
+
 #[test]
 fn a_push_that_timed_out_after_the_server_applied_it_is_resent_and_applied_once() {
     let mut h = Harness::synced(EngineConfig::default());
