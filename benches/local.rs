@@ -190,13 +190,20 @@ fn per_size(root: &Path, server: &Server, token: &str, log: bool, sizes: &[usize
         // Latency: back-to-back appends, each answered once stored and in the file.
         let lat: Vec<Duration> = (0..40).map(|i| a.append(&id, &text("lat", i))).collect();
         a.force_sync();
-        // Disk: every append's whole cycle (stored, written, pushed, confirmed).
-        let n = 20;
+        // Disk: every append's whole cycle (stored, written, pushed,
+        // confirmed), over enough appends to include the database's
+        // checkpoints at their usual rate.
+        let n = if log { 150 } else { 10 };
+        // Quiet first, and after: the sidecar checkpoints its database when
+        // it settles, so the window holds these appends' checkpoint and no
+        // earlier work's.
+        std::thread::sleep(Duration::from_millis(1500));
         let before = a.file_bytes();
         for i in 0..n {
             a.append(&id, &text("disk", i));
             a.force_sync();
         }
+        std::thread::sleep(Duration::from_millis(1500));
         let disk = (a.file_bytes() - before) as f64 / n as f64;
         // An assistant's line reaching the server.
         let to_server = log.then(|| {
@@ -224,8 +231,10 @@ fn per_size(root: &Path, server: &Server, token: &str, log: bool, sizes: &[usize
 }
 
 /// An idle sidecar's memory after syncing `n` threads of 2 MB (100
-/// messages of 20 KB each) that it found in its threads directory.
-fn memory(root: &Path, server: &Server, token: &str, n: usize) -> (f64, Duration) {
+/// messages of 20 KB each) that it found in its threads directory (its
+/// own team: nothing else to pull).
+fn memory(root: &Path, server: &Server, n: usize) -> (f64, Duration) {
+    let token = &server.token(&format!("memory-{n}"));
     let dir = root.join(format!("memory-{n}"));
     let threads = dir.join("threads");
     std::fs::create_dir_all(&threads).unwrap();
@@ -257,6 +266,16 @@ fn main() {
     let token = server.token("bench");
     let sizes = [10 * KB, MB, 5 * MB, 20 * MB];
 
+    if std::env::var("THREADSYNC_BENCH_ONLY").as_deref() == Ok("memory") {
+        let (rss100, t100) = memory(&root, &server, 100);
+        println!("idle RSS after syncing 100 threads of 2 MB: {rss100:.1} MB (synced in {:.0} s)", t100.as_secs_f64());
+        return;
+    }
+    if std::env::var("THREADSYNC_BENCH_ONLY").as_deref() == Ok("disk") {
+        let r = per_size(&root, &server, &token, true, &[MB]);
+        println!("disk/append {:.1} KB", r[0].disk_per_append / 1024.0);
+        return;
+    }
     let log = per_size(&root, &server, &token, true, &sizes);
     let json = per_size(&root, &server, &token, false, &sizes);
     let base = &log[0];
@@ -302,10 +321,10 @@ fn main() {
     );
     drop(a);
 
-    let (rss100, t100) = memory(&root, &server, &token, 100);
+    let (rss100, t100) = memory(&root, &server, 100);
     println!("idle RSS after syncing 100 threads of 2 MB: {rss100:.1} MB (synced in {:.0} s)", t100.as_secs_f64());
     if !quick {
-        let (rss1000, t1000) = memory(&root, &server, &token, 1000);
+        let (rss1000, t1000) = memory(&root, &server, 1000);
         println!(
             "idle RSS after syncing 1,000 threads of 2 MB: {rss1000:.1} MB ({:.2}× the 100-thread figure; synced in {:.0} s)",
             rss1000 / rss100,

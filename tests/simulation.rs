@@ -29,7 +29,14 @@ fn run_seed(seed: u64) -> Result<Sim, Box<(String, Sim)>> {
     let clients = rng.random_range(2..=4);
     let faults = Faults::random(&mut rng);
     // Half the seeds flush a change made after a quiet spell at once (as the sidecar does).
-    let cfg = threadsync::engine::EngineConfig { flush_when_idle: seed % 2 == 1, ..config(poll_mode(seed)) };
+    // A third keep almost nothing resident: idle threads leave memory and
+    // come back from the store for the next input that touches them.
+    let resident_messages = if seed % 3 == 2 { 2 } else { config(poll_mode(seed)).resident_messages };
+    let cfg = threadsync::engine::EngineConfig {
+        flush_when_idle: seed % 2 == 1,
+        resident_messages,
+        ..config(poll_mode(seed))
+    };
     let mut sim = Sim::new(seed, clients, faults, cfg);
     let threads = thread_ids(rng.random_range(1..=3));
     let steps = rng.random_range(20..80);

@@ -118,7 +118,7 @@ impl Default for EngineConfig {
             status_interval: Duration::from_millis(100),
             limits: Limits::default(),
             jitter: retry::DEFAULT_JITTER,
-            resident_messages: 50_000,
+            resident_messages: 30_000,
             compact_after: 1_000,
             offline_notice: Duration::from_secs(300),
         }
@@ -679,9 +679,11 @@ impl SyncEngine {
             .collect();
         idle.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
         let mut kept = 0;
-        for (_, size, id) in idle {
+        // The thread used last stays whatever its size: a long session the
+        // user (or an assistant) is working in must not reload per change.
+        for (i, (_, size, id)) in idle.into_iter().enumerate() {
             kept += size;
-            if kept > self.cfg.resident_messages {
+            if kept > self.cfg.resident_messages && i > 0 {
                 self.threads.remove(&id);
                 self.thread_status_sent.remove(&id);
                 self.to_write.remove(&id);

@@ -116,6 +116,17 @@ pub struct Driver {
 /// into it, and an old log for late appends.
 const DISPLACED_CHECKS: [u64; 3] = [20, 300, 2_000];
 
+/// How long the sidecar must be quiet before it settles (`Driver::settle`).
+const SETTLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Shows `$/progress` for a piece of long work until `done` says how it ended.
 fn show_progress(client: tower_lsp_server::Client, token: &str, title: String) -> oneshot::Sender<String> {
     use tower_lsp_server::lsp_types::request::WorkDoneProgressCreate;
@@ -247,25 +258,49 @@ impl Driver {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        // After a spell of work, the first quiet second tidies up (see `settle`).
+        let mut unsettled = true;
         loop {
             self.perform().await;
             let wake = self.client.engine.poll_timeout().map(|t| {
                 let now = self.now();
                 tokio::time::Instant::now() + t.saturating_since(now)
             });
-            let cmd = match wake {
-                Some(at) => tokio::select! {
-                    cmd = rx.recv() => cmd,
-                    _ = tokio::time::sleep_until(at) => {
-                        let now = self.now();
-                        self.client.engine.handle_timeout(now);
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
+            let quiet = unsettled.then(|| tokio::time::Instant::now() + SETTLE_AFTER);
+            let cmd = tokio::select! {
+                cmd = rx.recv() => cmd,
+                _ = sleep_until(wake) => {
+                    let now = self.now();
+                    self.client.engine.handle_timeout(now);
+                    unsettled = true;
+                    continue;
+                }
+                _ = sleep_until(quiet) => {
+                    self.settle();
+                    unsettled = false;
+                    continue;
+                }
             };
+            unsettled = true;
+
             let Some(cmd) = cmd else { return };
             self.handle(cmd).await;
+        }
+    }
+
+    /// Housekeeping once the sidecar goes quiet (it decides nothing): the
+    /// database folds its write-ahead log back (so the log stays small and
+    /// the next writes are cheap), and the allocator hands the memory of a
+    /// burst (a first sync pages through whole threads) back to the system,
+    /// so an idle sidecar holds only what it keeps.
+    fn settle(&mut self) {
+        if let Err(e) = self.client.store.checkpoint() {
+            tracing::warn!(error = %e, "state database checkpoint failed");
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 

@@ -78,6 +78,10 @@ CREATE TABLE ops (seq INTEGER PRIMARY KEY, thread TEXT NOT NULL, op TEXT NOT NUL
 CREATE INDEX ops_thread ON ops (thread);
 CREATE TABLE conflicts (id TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE rejected (id INTEGER PRIMARY KEY, thread TEXT NOT NULL, at INTEGER NOT NULL, reason TEXT NOT NULL, ops TEXT NOT NULL);
+"#,
+// The outbox holds a few rows; an index on it cost two page writes per change.
+r#"
+DROP INDEX IF EXISTS ops_thread;
 "#];
 
 pub struct StateDb {
@@ -115,13 +119,19 @@ impl StateDb {
         let conn = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         if fresh {
             // Must precede the first table.
-            conn.pragma_update(None, "page_size", 1024).map_err(err)?;
+            // Small pages: a change rewrites the pages it touches, and
+            // most of its rows are small.
+            conn.pragma_update(None, "page_size", 512).map_err(err)?;
         }
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         // Commits survive a crash of the process (kill -9); an OS crash may
         // lose the last few, which the files and the server still have.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", false).map_err(err)?;
+        // Pages changed again and again between checkpoints are copied into
+        // the database once per checkpoint: let the log grow to a few MB
+        // while busy (the sidecar checkpoints when it goes quiet).
+        conn.pragma_update(None, "wal_autocheckpoint", 8000).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         let mut db = StateDb { conn, root: dir.to_path_buf() };
         db.migrate()?;
@@ -177,6 +187,11 @@ impl StateDb {
             )
             .map(|_| ())
             .map_err(err)
+    }
+
+    /// Copies the write-ahead log into the database and restarts it.
+    pub fn checkpoint(&mut self) -> Result<(), String> {
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(err)
     }
 
     /// Drops bodies nothing refers to any more (edited-away content).
