@@ -251,6 +251,83 @@ fn an_assistant_writing_in_place_loses_nothing_to_half_written_reads() {
     check_stress(&r);
 }
 
+/// The same two writers on an append-only log: an assistant appends lines
+/// to `T-log.jsonl` (some in two pieces, so the sidecar meets torn lines)
+/// while B appends through `threadsync/appendMessage`, which A's sidecar
+/// appends to the same log. Nothing is lost or doubled on the server, and
+/// the log stays whole lines, each message once.
+#[test]
+fn an_assistant_appending_to_a_log_and_another_machine_appending_lose_nothing() {
+    let mut p = pair("local-log");
+    let id = "T-log";
+    let path = p.a.threads.join(format!("{id}.jsonl"));
+    let header = json!({ "type": "thread", "id": id, "created": 1, "title": "log", "env": {} });
+    std::fs::write(&path, format!("{header}\n")).unwrap();
+    p.b.wait_thread(id, T, |t| t["title"] == "log");
+    let stop = Arc::new(AtomicBool::new(false));
+    let assistant = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut written = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let text = format!("assistant {n}");
+                let line = format!("{}\n", json!({ "type": "message", "id": format!("m-as{n}"), "role": "assistant", "content": text }));
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                if n.is_multiple_of(3) {
+                    let half = line.len() / 2;
+                    f.write_all(&line.as_bytes()[..half]).unwrap();
+                    std::thread::sleep(Duration::from_millis(3));
+                    f.write_all(&line.as_bytes()[half..]).unwrap();
+                } else {
+                    f.write_all(line.as_bytes()).unwrap();
+                }
+                written.push(text);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            written
+        })
+    };
+    let mut other_confirmed = Vec::new();
+    let end = Instant::now() + Duration::from_secs(6);
+    let mut i = 0;
+    while Instant::now() < end {
+        i += 1;
+        let text = format!("other {i}");
+        p.b.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": text }));
+        other_confirmed.push(text);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let assistant_written = assistant.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..2 {
+        force_sync(&mut p.a);
+        force_sync(&mut p.b);
+    }
+    let server = message_contents(&server_thread(&p.server, &p.token, id));
+    let deletes = server_effects(&p.server, &p.token, id).iter().filter(|c| c["effect"] == "delete").count();
+    let r = StressResult { assistant_written, other_confirmed, server, deletes };
+    assert!(r.assistant_written.len() > 50 && r.other_confirmed.len() > 50, "the run did real work");
+    check_stress(&r);
+    // A's log: whole lines only, every message of the thread in it once.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'), "no torn last line left behind");
+    let mut in_log = Vec::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a line that is not JSON ({e}): {line:.200}"));
+        if v["type"] == "message" {
+            in_log.push(v["content"].as_str().unwrap().to_string());
+        }
+    }
+    let mut sorted_log = in_log.clone();
+    sorted_log.sort();
+    let mut sorted_server = r.server.clone();
+    sorted_server.sort();
+    assert_eq!(sorted_log, sorted_server, "the log holds each of the thread's messages once");
+}
+
 // ----- 4. bad input at the two doors -----------------------------------------------
 
 /// A thread file without `messages` is an invalid file, not "delete every
@@ -298,6 +375,13 @@ fn a_symlink_in_the_threads_dir_is_not_followed() {
     std::fs::write(outside.join("T-out.json"), secret.to_string()).unwrap();
     std::os::unix::fs::symlink(outside.join("T-out.json"), p.a.threads.join("T-out.json")).unwrap();
     std::os::unix::fs::symlink("../../outside/T-out.json", p.a.threads.join("T-rel.json")).unwrap();
+    let log = format!(
+        "{}\n{}\n",
+        json!({ "type": "thread", "id": "T-outlog", "created": 1, "title": "outside", "env": {} }),
+        json!({ "type": "message", "id": "m-s", "role": "user", "content": "private" })
+    );
+    std::fs::write(outside.join("T-outlog.jsonl"), &log).unwrap();
+    std::os::unix::fs::symlink(outside.join("T-outlog.jsonl"), p.a.threads.join("T-outlog.jsonl")).unwrap();
     // A real thread written after them does get through (so the sidecar looked).
     write_by_rename(&p.a.threads.join("T-real.json"), &json!({ "id": "T-real", "title": "real", "messages": [] }));
     p.b.wait_thread("T-real", T, |t| t["title"] == "real");
@@ -308,6 +392,7 @@ fn a_symlink_in_the_threads_dir_is_not_followed() {
     assert_eq!(ids, ["T-real"], "{list}");
     assert!(std::fs::symlink_metadata(p.a.threads.join("T-out.json")).unwrap().file_type().is_symlink());
     assert_eq!(read_json(&outside.join("T-out.json")).unwrap(), secret, "the target is untouched");
+    assert_eq!(std::fs::read_to_string(outside.join("T-outlog.jsonl")).unwrap(), log, "the log target is untouched");
 }
 
 /// A fifo named like a thread file blocks nothing: other threads keep syncing
@@ -318,6 +403,9 @@ fn a_fifo_in_the_threads_dir_blocks_nothing() {
     let fifo = p.a.threads.join("T-fifo.json");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo with a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let c = std::ffi::CString::new(p.a.threads.join("T-fifolog.jsonl").to_str().unwrap()).unwrap();
+    // SAFETY: as above.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     std::thread::sleep(Duration::from_millis(300));
     write_by_rename(
@@ -330,6 +418,10 @@ fn a_fifo_in_the_threads_dir_blocks_nothing() {
     p.b.wait_thread("T-after", T, |t| t["title"] == "after the fifo");
     let st = p.a.wait_note("threadStatus error for the fifo", T, |m| {
         m["method"] == "threadsync/threadStatus" && m["params"]["threadId"] == "T-fifo"
+    });
+    assert!(st["params"]["error"].as_str().unwrap().contains("not a regular file"), "{st}");
+    let st = p.a.wait_note("threadStatus error for the log fifo", T, |m| {
+        m["method"] == "threadsync/threadStatus" && m["params"]["threadId"] == "T-fifolog"
     });
     assert!(st["params"]["error"].as_str().unwrap().contains("not a regular file"), "{st}");
 }
