@@ -28,6 +28,9 @@ use lsp_harness::*;
 use serde_json::{Value, json};
 
 const KB: usize = 1024;
+/// Longer than a sidecar takes to settle after its last write (a `.json`
+/// write is checked again 2 s later, and settling waits for a quiet second).
+const SETTLE: Duration = Duration::from_millis(3500);
 const MB: usize = 1024 * KB;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -197,13 +200,13 @@ fn per_size(root: &Path, server: &Server, token: &str, log: bool, sizes: &[usize
         // Quiet first, and after: the sidecar checkpoints its database when
         // it settles, so the window holds these appends' checkpoint and no
         // earlier work's.
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(SETTLE);
         let before = a.file_bytes();
         for i in 0..n {
             a.append(&id, &text("disk", i));
             a.force_sync();
         }
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(SETTLE);
         let disk = (a.file_bytes() - before) as f64 / n as f64;
         // An assistant's line reaching the server.
         let to_server = log.then(|| {
