@@ -169,6 +169,9 @@ struct Row {
     size: usize,
     latency: Duration,
     disk_per_append: f64,
+    /// The thread file's size in the middle of the disk window (it grows
+    /// by the earlier appends).
+    file_size: f64,
     to_server: Option<Duration>,
 }
 
@@ -201,11 +204,15 @@ fn per_size(root: &Path, server: &Server, token: &str, log: bool, sizes: &[usize
         // it settles, so the window holds these appends' checkpoint and no
         // earlier work's.
         std::thread::sleep(SETTLE);
+        let ext = if log { "jsonl" } else { "json" };
+        let file_len = || std::fs::metadata(dir.join("threads").join(format!("{id}.{ext}"))).unwrap().len() as f64;
+        let first = file_len();
         let before = a.file_bytes();
         for i in 0..n {
             a.append(&id, &text("disk", i));
             a.force_sync();
         }
+        let file_size = (first + file_len()) / 2.0;
         std::thread::sleep(SETTLE);
         let disk = (a.file_bytes() - before) as f64 / n as f64;
         // An assistant's line reaching the server.
@@ -228,7 +235,7 @@ fn per_size(root: &Path, server: &Server, token: &str, log: bool, sizes: &[usize
                 .collect();
             median(runs)
         });
-        rows.push(Row { size, latency: median(lat), disk_per_append: disk, to_server });
+        rows.push(Row { size, latency: median(lat), disk_per_append: disk, file_size, to_server });
     }
     rows
 }
@@ -275,8 +282,23 @@ fn main() {
         return;
     }
     if std::env::var("THREADSYNC_BENCH_ONLY").as_deref() == Ok("disk") {
-        let r = per_size(&root, &server, &token, true, &[MB]);
-        println!("disk/append {:.1} KB", r[0].disk_per_append / 1024.0);
+        // Some sizes of one layout, for looking into (e.g. under strace):
+        // `THREADSYNC_BENCH_KIND=json`, `THREADSYNC_BENCH_SIZE_KB=10,20480`.
+        let log = std::env::var("THREADSYNC_BENCH_KIND").as_deref() != Ok("json");
+        let sizes: Vec<usize> = std::env::var("THREADSYNC_BENCH_SIZE_KB")
+            .unwrap_or_else(|_| "1024".into())
+            .split(',')
+            .map(|kb| kb.trim().parse::<usize>().expect("sizes in KB") * KB)
+            .collect();
+        for r in per_size(&root, &server, &token, log, &sizes) {
+            println!(
+                "{} KB: appendMessage {:.2} ms, disk/append {:.1} KB (file {:.0} KB)",
+                r.size / KB,
+                ms(r.latency),
+                r.disk_per_append / 1024.0,
+                r.file_size / 1024.0
+            );
+        }
         return;
     }
     let log = per_size(&root, &server, &token, true, &sizes);
@@ -284,14 +306,13 @@ fn main() {
     let base = &log[0];
     println!("one 1 KB append, by thread size (real serve + lsp; ratios against the 10 KB thread):");
     println!(
-        "| thread | .jsonl appendMessage | ratio | .jsonl disk/append | assistant line → server | ratio | .json appendMessage | .json disk/append | ÷ file size |"
+        "| thread | .jsonl appendMessage | ratio | .jsonl disk/append | assistant line → server | ratio | .json appendMessage | .json file then | .json disk/append | ÷ file size | beyond the file |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (l, j) in log.iter().zip(&json) {
         let to = l.to_server.unwrap();
-        let file_size = j.size as f64 * 1.05; // the .json layout's own bytes around the messages
         println!(
-            "| {} | {:.2} ms | {:.2}× | {:.1} KB | {:.2} ms | {:.2}× | {:.2} ms | {:.0} KB | {:.2}× |",
+            "| {} | {:.2} ms | {:.2}× | {:.1} KB | {:.2} ms | {:.2}× | {:.2} ms | {:.0} KB | {:.0} KB | {:.2}× | {:.1} KB |",
             if l.size < MB { format!("{} KB", l.size / KB) } else { format!("{} MB", l.size / MB) },
             ms(l.latency),
             l.latency.as_secs_f64() / base.latency.as_secs_f64(),
@@ -299,8 +320,10 @@ fn main() {
             ms(to),
             to.as_secs_f64() / base.to_server.unwrap().as_secs_f64(),
             ms(j.latency),
+            j.file_size / 1024.0,
             j.disk_per_append / 1024.0,
-            j.disk_per_append / file_size,
+            j.disk_per_append / j.file_size,
+            (j.disk_per_append - j.file_size) / 1024.0,
         );
     }
 

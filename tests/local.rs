@@ -273,7 +273,10 @@ fn an_assistant_appending_to_a_log_and_another_machine_appending_lose_nothing() 
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let text = format!("assistant {n}");
-                let line = format!("{}\n", json!({ "type": "message", "id": format!("m-as{n}"), "role": "assistant", "content": text }));
+                let line = format!(
+                    "{}\n",
+                    json!({ "type": "message", "id": format!("m-as{n}"), "role": "assistant", "content": text })
+                );
                 let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
                 if n.is_multiple_of(3) {
                     let half = line.len() / 2;
@@ -316,7 +319,8 @@ fn an_assistant_appending_to_a_log_and_another_machine_appending_lose_nothing() 
     assert!(text.ends_with('\n'), "no torn last line left behind");
     let mut in_log = Vec::new();
     for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a line that is not JSON ({e}): {line:.200}"));
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("a line that is not JSON ({e}): {line:.200}"));
         if v["type"] == "message" {
             in_log.push(v["content"].as_str().unwrap().to_string());
         }
@@ -528,10 +532,13 @@ fn a_state_directory_of_the_json_layout_is_imported_and_its_pending_work_syncs()
     let id = "T-upgrade";
     std::fs::write(
         p.b.threads.join(format!("{id}.json")),
-        json!({ "id": id, "title": "upgrade", "messages": [{ "id": "m-1", "role": "user", "content": "one" }] }).to_string(),
+        json!({ "id": id, "title": "upgrade", "messages": [{ "id": "m-1", "role": "user", "content": "one" }] })
+            .to_string(),
     )
     .unwrap();
-    p.b.wait_note("B pushed it", T, |m| m["method"] == "threadsync/threadStatus" && m["params"]["threadId"] == id && m["params"]["state"] == "synced");
+    p.b.wait_note("B pushed it", T, |m| {
+        m["method"] == "threadsync/threadStatus" && m["params"]["threadId"] == id && m["params"]["state"] == "synced"
+    });
     force_sync(&mut p.b);
     let server = server_thread(&p.server, &p.token, id);
     assert_eq!(message_contents(&server), ["one"]);

@@ -32,6 +32,8 @@ struct MemThread {
 /// database.
 #[derive(Clone, Debug, Default)]
 pub struct MemState {
+    /// Transactions committed (each `apply`).
+    pub commits: usize,
     threads: BTreeMap<ThreadId, MemThread>,
     bodies: HashMap<(ThreadId, MessageId, ContentHash), Value>,
     cursor: Option<Cursor>,
@@ -166,6 +168,7 @@ impl StateStore for MemState {
     }
 
     fn apply(&mut self, saves: &[Save], intents: &[(ThreadId, u64)]) -> Result<(), String> {
+        self.commits += 1;
         for s in saves {
             self.apply_one(s);
         }

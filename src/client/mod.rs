@@ -104,18 +104,37 @@ pub struct Client<S, F> {
     pub files: F,
     /// Keep a copy of every save and write performed (tests look at them).
     pub record: bool,
+    /// What a step learnt about its own files and nothing else (the stamp
+    /// and contents of a file it just wrote), not committed yet: it goes in
+    /// with the next transaction, or when the sidecar settles. Losing it is
+    /// a crash between a write and its stamp, which recovery handles (the
+    /// file is read again and our lines recognised); no network effect
+    /// depends on it. It saves a transaction per change.
+    deferred: Vec<Save>,
 }
 
 impl<S: StateStore, F: ThreadFiles> Client<S, F> {
     pub fn new(engine: SyncEngine, store: S, files: F) -> Self {
-        Client { engine, store, files, record: false }
+        Client { engine, store, files, record: false, deferred: Vec::new() }
+    }
+
+    /// A new process on the same disk: the engine starts from what the
+    /// store kept, and whatever was not committed is gone.
+    pub fn restart(&mut self, engine: SyncEngine) {
+        self.engine = engine;
+        self.deferred.clear();
     }
 
     /// Loads the threads not in memory. A thread the store cannot load is
     /// left out (never taken for a new one) and the error returned.
     pub fn ensure_loaded<'a>(&mut self, now: Time, ids: impl IntoIterator<Item = &'a ThreadId>) -> Result<(), String> {
         let mut error = Ok(());
-        for id in self.engine.missing(ids) {
+        let missing = self.engine.missing(ids);
+        if !missing.is_empty() {
+            // What the store hands back must include what it was told.
+            self.flush()?;
+        }
+        for id in missing {
             match self.store.load(&id) {
                 Ok(stored) => self.engine.load(now, &id, stored),
                 Err(e) => error = Err(format!("cannot load {id}: {e}")),
@@ -206,9 +225,13 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
                 }
             }
             if saves.is_empty() && rest.is_empty() {
-                // Everything taken in is committed.
+                // Everything taken in is committed (or deferred).
                 self.files.settled();
                 return Ok(out);
+            }
+            if rest.is_empty() && saves.iter().all(|s| matches!(s, Save::File { .. })) {
+                self.deferred.append(&mut saves);
+                continue;
             }
             // Writes are prepared (bodies loaded) before the commit, so a
             // `.json` write's hash is recorded with the step.
@@ -226,7 +249,12 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
             if crash(StepPoint::BeforeCommit) {
                 return Err(StepError::Crashed);
             }
-            self.store.apply(&saves, &intents).map_err(StepError::Store)?;
+            if !saves.is_empty() || !intents.is_empty() {
+                let mut all = std::mem::take(&mut self.deferred);
+                all.append(&mut saves);
+                saves = all;
+                self.store.apply(&saves, &intents).map_err(StepError::Store)?;
+            }
             if self.record {
                 out.performed.extend(saves.into_iter().map(Action::Save));
             }
@@ -302,6 +330,15 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
             Written::Failed(e) => self.engine.file_written(now, id, WriteResult::Failed(e)),
         }
         follow_up
+    }
+
+    /// Commits what steps deferred (when the sidecar goes quiet).
+    pub fn flush(&mut self) -> Result<(), String> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let saves = std::mem::take(&mut self.deferred);
+        self.store.apply(&saves, &[])
     }
 
     /// A push with its content loaded.

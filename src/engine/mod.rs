@@ -1718,15 +1718,22 @@ impl SyncEngine {
                 continue;
             }
             self.to_write.remove(&id);
-            let mut thread = t.local.thread.clone();
-            thread.extra = t.file.view.extra.clone();
+            // The whole thread only for a whole-file write: an append costs
+            // the size of the change.
+            let whole = |t: &Tracked| {
+                let mut thread = t.local.thread.clone();
+                thread.extra = t.file.view.extra.clone();
+                thread
+            };
             let (write, pending) = match (t.file.kind, t.file.stamp) {
-                (FileKind::Json, expect) => (FileWrite::Json { thread, expect }, PendingWrite::Json),
+                (FileKind::Json, expect) => (FileWrite::Json { thread: whole(t), expect }, PendingWrite::Json),
                 (FileKind::Jsonl, None) => {
+                    let thread = whole(t);
                     let view = FileView::of_thread(&thread);
                     (FileWrite::Create { records: threadlog::compacted(&thread) }, PendingWrite::Whole(Box::new(view)))
                 }
                 (FileKind::Jsonl, Some(expect)) if t.file.needs_compaction => {
+                    let thread = whole(t);
                     let view = FileView::of_thread(&thread);
                     (FileWrite::Compact { thread, expect }, PendingWrite::Whole(Box::new(view)))
                 }

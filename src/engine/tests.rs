@@ -161,7 +161,7 @@ impl Harness {
     /// old engine had out are forgotten (their answers would be ignored).
     fn restart(&mut self, seed: u64) {
         let restored = self.client.store.restore();
-        self.client.engine = SyncEngine::new(self.cfg.clone(), seed, self.now, restored);
+        self.client.restart(SyncEngine::new(self.cfg.clone(), seed, self.now, restored));
         self.pushes.clear();
         self.pulls.clear();
         self.probes.clear();
@@ -1692,6 +1692,25 @@ fn a_message_sent_before_a_crash_and_deleted_from_the_file_meanwhile_stays_delet
             h.assert_matches_server(&id);
         }
     }
+}
+
+#[test]
+fn a_change_costs_two_transactions_and_the_files_new_stamp_rides_with_the_second() {
+    // The change itself, then the server's answer; what the client learnt
+    // about its own write goes in with the answer (a crash before that is
+    // covered by the crash-at-every-point test below).
+    let mut h = Harness::synced(EngineConfig::default());
+    let id = h.create_thread("t");
+    h.run_for(secs(1));
+    let before = h.client.store.commits;
+    let m = h.append(&id, json!("one")).message_id.unwrap();
+    assert_eq!(h.client.store.commits, before + 1, "the change alone, before the answer");
+    h.run_for(secs(2));
+    assert!(h.client.engine.is_idle());
+    assert_eq!(h.client.store.commits, before + 2);
+    let stored = h.client.store.stored(&id).unwrap();
+    assert!(stored.file.view.messages.contains_key(&m), "the file is known to hold the message");
+    assert!(stored.ops.is_empty(), "confirmed");
 }
 
 #[test]

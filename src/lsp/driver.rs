@@ -294,6 +294,10 @@ impl Driver {
     /// burst (a first sync pages through whole threads) back to the system,
     /// so an idle sidecar holds only what it keeps.
     fn settle(&mut self) {
+        if let Err(e) = self.client.flush() {
+            tracing::error!(error = %e, "cannot save sync state; exiting");
+            std::process::exit(1);
+        }
         if let Err(e) = self.client.store.checkpoint() {
             tracing::warn!(error = %e, "state database checkpoint failed");
         }

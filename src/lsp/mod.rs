@@ -393,7 +393,8 @@ pub fn run() -> ExitCode {
         // that stopped reading.
         let _ = tokio::time::timeout(Duration::from_secs(2), io.finish()).await;
     });
-    // `exit`, or stdin closed: state is on disk already; leave at once
-    // (without waiting for the blocking stdin reader).
+    // `exit`, or stdin closed: everything a restart needs is committed (a
+    // file stamp not yet saved is found again by reading the file); leave
+    // at once (without waiting for the blocking stdin reader).
     std::process::exit(0)
 }

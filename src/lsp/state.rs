@@ -26,7 +26,8 @@ use crate::ops::{Effect, Op};
 use crate::wire::Cursor;
 
 /// Versioned migrations: index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE threads (
     id TEXT PRIMARY KEY,
@@ -79,10 +80,11 @@ CREATE INDEX ops_thread ON ops (thread);
 CREATE TABLE conflicts (id TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE rejected (id INTEGER PRIMARY KEY, thread TEXT NOT NULL, at INTEGER NOT NULL, reason TEXT NOT NULL, ops TEXT NOT NULL);
 "#,
-// The outbox holds a few rows; an index on it cost two page writes per change.
-r#"
+    // The outbox holds a few rows; an index on it cost two page writes per change.
+    r#"
 DROP INDEX IF EXISTS ops_thread;
-"#];
+"#,
+];
 
 pub struct StateDb {
     conn: Connection,

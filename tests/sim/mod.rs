@@ -244,7 +244,7 @@ impl Sim {
         self.next_engine_seed += 1;
         let cl = &mut self.clients[c];
         let restored = cl.node.store.restore();
-        cl.node.engine = SyncEngine::new(self.cfg.clone(), self.next_engine_seed, self.now, restored);
+        cl.node.restart(SyncEngine::new(self.cfg.clone(), self.next_engine_seed, self.now, restored));
         cl.up = true;
         self.trace(format!("client {c} starts"));
         // Read the thread files, as the sidecar does at start.
@@ -953,6 +953,9 @@ impl Sim {
             if !c.up {
                 return Err(format!("client {i} is down"));
             }
+            // The run ends quiet, and a quiet sidecar commits what its steps
+            // deferred (`Client::flush`, as `settle` does).
+            c.node.flush().map_err(|e| format!("client {i}: {e}"))?;
             let server_ids: BTreeSet<&ThreadId> = server.keys().collect();
             let stored: BTreeSet<&ThreadId> =
                 c.node.store.thread_ids().filter(|id| c.node.store.base(id).is_some_and(|b| b.exists())).collect();
