@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use threadsync::model::{ThreadId, parse_thread_file};
@@ -39,6 +40,13 @@ enum Command {
         /// Largest message content in bytes.
         #[arg(long, env = "THREADSYNC_MAX_MESSAGE", default_value_t = 16 << 20)]
         max_message: usize,
+        /// Seconds a client may take to send a request's headers (or stay
+        /// idle between requests), or between two pieces of its body.
+        #[arg(long, env = "THREADSYNC_READ_TIMEOUT", default_value_t = 30.0)]
+        read_timeout: f64,
+        /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for requests in flight.
+        #[arg(long, env = "THREADSYNC_SHUTDOWN_GRACE", default_value_t = 10.0)]
+        shutdown_grace: f64,
     },
     /// Manages bearer tokens (each maps to one team).
     Token {
@@ -85,13 +93,24 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, db, max_body, max_message } => {
+        Command::Serve { listen, db, max_body, max_message, read_timeout, shutdown_grace } => {
             init_logs("info");
             let db = match db_url(db) {
                 Ok(db) => db,
                 Err(e) => return fail(&e),
             };
-            let mut cfg = ServerConfig { max_body, ..ServerConfig::default() };
+            let secs = |what: &str, v: f64| {
+                Duration::try_from_secs_f64(v)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("--{what} must be a positive number of seconds, not {v}"))
+            };
+            let (read_timeout, shutdown_grace) =
+                match (secs("read-timeout", read_timeout), secs("shutdown-grace", shutdown_grace)) {
+                    (Ok(r), Ok(g)) => (r, g),
+                    (Err(e), _) | (_, Err(e)) => return fail(&e),
+                };
+            let mut cfg = ServerConfig { max_body, read_timeout, shutdown_grace, ..ServerConfig::default() };
             cfg.limits.max_message_bytes = max_message;
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

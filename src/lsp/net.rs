@@ -21,7 +21,9 @@ impl Net {
     pub fn new(server: &str, token: Option<String>) -> Net {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Under the server's read timeout (30 s by default), which also
+            // closes idle connections: never reuse one it is closing.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .expect("the HTTP client builds");
         Net { http, server: server.to_string(), token }
@@ -40,11 +42,12 @@ impl Net {
     }
 
     pub async fn pull(&self, cursor: Option<&Cursor>, wait: Option<Duration>, timeout: Duration) -> PullOutcome {
-        let mut url = format!("{}/v1/pull?cursor={}", self.server, cursor.map(|c| c.to_string()).unwrap_or_default());
+        let mut query = vec![("cursor", cursor.map(|c| c.to_string()).unwrap_or_default())];
         if let Some(w) = wait {
-            url.push_str(&format!("&wait={}", w.as_secs()));
+            query.push(("wait", w.as_secs().to_string()));
         }
-        let r = self.auth(self.http.get(url).timeout(timeout)).send().await;
+        let url = format!("{}/v1/pull", self.server);
+        let r = self.auth(self.http.get(url).query(&query).timeout(timeout)).send().await;
         if let Ok(resp) = &r
             && resp.status() == StatusCode::GONE
         {

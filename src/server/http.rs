@@ -49,6 +49,11 @@ pub struct ServerConfig {
     pub max_pushes: usize,
     /// Most mutations in one push.
     pub max_mutations: usize,
+    /// Longest a client may take to send a request's headers, or between
+    /// two pieces of its body.
+    pub read_timeout: Duration,
+    /// Longest a shutdown waits for the requests in flight.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +66,8 @@ impl Default for ServerConfig {
             max_held: 20_000,
             max_pushes: 64,
             max_mutations: 1000,
+            read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -261,6 +268,75 @@ impl FromRequestParts<AppState> for Team {
     }
 }
 
+/// Query parameters; a malformed one is the protocol's JSON error.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(QueryParams(q)),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())),
+        }
+    }
+}
+
+/// Path segments; one that is not UTF-8 cannot be an id.
+pub struct PathIds<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathIds<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => Ok(PathIds(p)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_thread_id",
+                format!("bad id in the path: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+/// The content codings a request body may use (`identity` is none).
+const CODINGS: [&str; 2] = ["gzip", "zstd"];
+
+/// Refuses at once a body declared larger than the limit (the client
+/// would otherwise send all of it first), and reads content codings case-
+/// insensitively, as HTTP says (`GZIP` is `gzip`).
+async fn admit_body(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.cfg.max_body as u64) {
+        let mut resp = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than the server's limit of {} bytes", s.cfg.max_body),
+        )
+        .into_response();
+        // The rest of the body is not read: the connection cannot be reused.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    if let Some(v) = req.headers().get(header::CONTENT_ENCODING) {
+        let coding = v.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+        if coding.is_empty() || coding == "identity" {
+            req.headers_mut().remove(header::CONTENT_ENCODING);
+        } else if let Some(c) = CODINGS.iter().find(|c| **c == coding) {
+            req.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
+        } else {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding {coding:?} is not supported; send gzip, zstd or none"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// A JSON body, read up to the configured limit (after decompression).
 pub struct JsonBody<T>(pub T, pub usize);
 
@@ -273,12 +349,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             // Besides the limit, reading fails only on a broken body stream
             // (or a compressed body that does not decompress).
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            let mut too_large = false;
+            let (mut too_large, mut stalled) = (false, false);
             while let Some(err) = source {
                 too_large |= err.is::<http_body_util::LengthLimitError>();
+                stalled |= err.is::<tower_http::timeout::TimeoutError>();
                 source = err.source();
             }
-            if too_large {
+            if stalled {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!("the request body stalled for longer than {:?}", state.cfg.read_timeout),
+                )
+            } else if too_large {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
@@ -312,6 +395,8 @@ pub fn router(state: AppState) -> Router {
                 .into_response()
         }))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.cfg.read_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), admit_body))
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
@@ -409,7 +494,11 @@ impl Drop for Held<'_> {
     }
 }
 
-async fn pull(State(s): State<AppState>, Team(team): Team, Query(q): Query<PullQuery>) -> Result<Response, ApiError> {
+async fn pull(
+    State(s): State<AppState>,
+    Team(team): Team,
+    QueryParams(q): QueryParams<PullQuery>,
+) -> Result<Response, ApiError> {
     let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(c.parse::<Cursor>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", e))?),
         None => None,
@@ -475,8 +564,8 @@ struct ThreadQuery {
 async fn thread(
     State(s): State<AppState>,
     Team(team): Team,
-    Path(id): Path<String>,
-    Query(q): Query<ThreadQuery>,
+    PathIds(id): PathIds<String>,
+    QueryParams(q): QueryParams<ThreadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = ThreadId::new(id)
@@ -544,7 +633,7 @@ async fn thread(
 async fn kept_message(
     State(s): State<AppState>,
     Team(team): Team,
-    Path((id, message)): Path<(String, String)>,
+    PathIds((id, message)): PathIds<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = ThreadId::new(id)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_thread_id", format!("bad thread id: {e}")))?;

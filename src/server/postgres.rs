@@ -146,6 +146,20 @@ impl PgStore {
     }
 }
 
+/// The blocking client shuts its connection down on a runtime of its own,
+/// which may not start on a thread of tokio's (where the last reference
+/// to the store usually goes: a server's state at shutdown): the pooled
+/// connections are closed on a plain thread instead.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if pool.is_empty() {
+            return;
+        }
+        let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(pool)).map(|t| t.join());
+    }
+}
+
 impl Store for PgStore {
     fn transact(&self, team: &TeamId, write: bool, body: TxBody<'_>) -> Result<Option<u64>, StoreError> {
         self.with(|conn| {

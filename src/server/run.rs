@@ -80,6 +80,7 @@ pub async fn serve(listen: SocketAddr, db: DbUrl, cfg: ServerConfig) -> Result<(
     if let DbUrl::Postgres(url) = &db {
         tokio::spawn(listen_for_changes(url.clone(), state.hub.clone()));
     }
+    let (read_timeout, grace) = (state.cfg.read_timeout, state.cfg.shutdown_grace);
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, db = %db.redacted(), "threadsync serve listening");
     let stopping = async move {
@@ -87,7 +88,56 @@ pub async fn serve(listen: SocketAddr, db: DbUrl, cfg: ServerConfig) -> Result<(
         tracing::info!("shutting down: answering held pulls, finishing requests in flight");
         let _ = stop_tx.send(true);
     };
-    axum::serve(listener, app).with_graceful_shutdown(stopping).await.map_err(|e| e.to_string())
+    serve_connections(listener, app, read_timeout, grace, stopping).await;
+    Ok(())
+}
+
+/// Accepts connections until `stopping`, then lets the requests in flight
+/// finish for at most `grace` and cuts what is left: a client that went
+/// silent mid-request never holds a shutdown up. A connection must send a
+/// request's headers within `read_timeout` (also the longest an idle
+/// keep-alive connection is kept), so half-open connections do not pile up.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    read_timeout: Duration,
+    grace: Duration,
+    stopping: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    let mut stopping = std::pin::pin!(stopping);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, usually: wait for some to close.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopping => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs_f64(),
+            "requests still in flight after the shutdown grace; closing them"
+        );
+    }
 }
 
 async fn shutdown_signal() {
