@@ -12,7 +12,7 @@ use tower::ServiceExt;
 
 use threadsync::server::TeamId;
 use threadsync::server::http::{AppState, ServerConfig, router};
-use threadsync::server::store::{MemoryStore, Store, token_hash};
+use threadsync::server::store::{MemStore, Store, token_hash};
 
 struct App {
     state: AppState,
@@ -23,7 +23,7 @@ const TOKEN_A: &str = "tsk_aaaa_secret";
 const TOKEN_B: &str = "tsk_bbbb_secret";
 
 fn app(cfg: ServerConfig) -> App {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(std::sync::Mutex::new(MemStore::default()));
     store.insert_token("aaaa", &TeamId::new("a").unwrap(), &token_hash(TOKEN_A), 0).unwrap();
     store.insert_token("bbbb", &TeamId::new("b").unwrap(), &token_hash(TOKEN_B), 0).unwrap();
     let (stop, rx) = watch::channel(false);

@@ -502,3 +502,58 @@ fn bad_queries_paths_and_codings_get_json_errors() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(message_ids(&c, &s, &tok, "T-z"), ["z1", "z2"]);
 }
+
+/// A database made by the code before versioned migrations (the fixtures
+/// are that code's dumps) is migrated in place on start: its threads,
+/// tokens and log are served and continued, and the history says so.
+fn an_existing_database_is_migrated_in_place(db: &str, history: impl Fn() -> Vec<i64>) {
+    for start in 0..2 {
+        let s = Server::start(db, &[]);
+        let tok = token(db, "fixture-a");
+        let c = client();
+        let (status, v) = get(&c, &s, &tok, "/v1/threads/T-fixture-1");
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["title"], "Fixing the parser");
+        assert_eq!(v["env"], json!({ "cwd": "/repo" }));
+        let want: Vec<String> = (1..=3 + start).map(|i| format!("m-{i}")).collect();
+        assert_eq!(message_ids(&c, &s, &tok, "T-fixture-1"), want, "start {start}");
+        assert_eq!(v["messages"][1]["content"], json!([{ "type": "text", "text": "a missing comma" }]));
+        // Another team's thread stays theirs.
+        assert_eq!(get(&c, &s, &tok, "/v1/threads/T-fixture-b").0, StatusCode::NOT_FOUND);
+        // The log goes on from where the old code left it.
+        let (_, v) = get(&c, &s, &tok, "/v1/pull?cursor=4");
+        assert_eq!(v["changes"][0]["seq"], 5, "{v}");
+        if start == 0 {
+            let (status, v) = push(&c, &s, &tok, &append("c-new", 1, "T-fixture-1", "m-4", Some("m-3"), false));
+            assert_eq!(status, StatusCode::OK, "{v}");
+            assert_eq!(v["cursor"], "6", "{v}");
+        }
+        assert_eq!(history(), [1], "start {start}: the migrations recorded once");
+    }
+}
+
+#[test]
+fn sqlite_database_from_before_migrations() {
+    let dir = common::TempDir::new("migrate");
+    let path = dir.0.join("db.sqlite");
+    rusqlite::Connection::open(&path).unwrap().execute_batch(include_str!("fixtures/server-v0.sqlite.sql")).unwrap();
+    let history = || {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let mut st = c.prepare("SELECT version FROM refinery_schema_history ORDER BY version").unwrap();
+        st.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(Result::unwrap).collect()
+    };
+    an_existing_database_is_migrated_in_place(&format!("sqlite://{}", path.display()), history);
+}
+
+#[test]
+fn postgres_database_from_before_migrations() {
+    let schema = common::PgSchema::new("migrate");
+    let mut c = postgres::Client::connect(&common::pg_base_url(), postgres::NoTls).unwrap();
+    c.batch_execute(&include_str!("fixtures/server-v0.postgres.sql").replace("__SCHEMA__", &schema.name)).unwrap();
+    let history = || {
+        let mut c = postgres::Client::connect(&common::pg_base_url(), postgres::NoTls).unwrap();
+        let sql = format!("SELECT version::bigint FROM {}.refinery_schema_history ORDER BY version", schema.name);
+        c.query(&sql, &[]).unwrap().iter().map(|r| r.get::<_, i64>(0)).collect()
+    };
+    an_existing_database_is_migrated_in_place(&schema.url, history);
+}

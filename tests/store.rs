@@ -11,7 +11,7 @@ use threadsync::model::{Message, MessageId, ThreadId};
 use threadsync::ops::Op;
 use threadsync::server::postgres::PgStore;
 use threadsync::server::sqlite::SqliteStore;
-use threadsync::server::store::{MemoryStore, Store, token_hash};
+use threadsync::server::store::{MemStore, Store, StoreExt, token_hash};
 use threadsync::server::{PullError, PullLimits, TeamId, pull, push};
 use threadsync::wire::{ClientId, Cursor, Mutation, MutationStatus, PullResponse, PushRequest, PushResponse};
 
@@ -44,23 +44,11 @@ fn req(client: &str, muts: Vec<(u64, &str, Vec<Op>)>) -> PushRequest {
 }
 
 fn do_push(s: &dyn Store, team: &TeamId, r: &PushRequest) -> PushResponse {
-    let mut out = None;
-    s.transact(team, true, &mut |tx| {
-        out = Some(push(tx, r, &Limits::default())?);
-        Ok(())
-    })
-    .unwrap();
-    out.unwrap()
+    s.run(team, true, |tx| push(tx, r, &Limits::default())).unwrap().0
 }
 
 fn do_pull(s: &dyn Store, team: &TeamId, cursor: Option<&Cursor>, lim: &PullLimits) -> Result<PullResponse, PullError> {
-    let mut out = None;
-    s.transact(team, false, &mut |tx| {
-        out = Some(pull(tx, cursor, lim));
-        Ok(())
-    })
-    .unwrap();
-    out.unwrap()
+    s.run(team, false, |tx| Ok(pull(tx, cursor, lim))).unwrap().0
 }
 
 fn ids(s: &dyn Store, team: &TeamId, t: &str) -> Vec<String> {
@@ -197,7 +185,7 @@ fn scenarios(s: &dyn Store) {
 
 #[test]
 fn memory_store() {
-    scenarios(&MemoryStore::default());
+    scenarios(&std::sync::Mutex::new(MemStore::default()));
 }
 
 #[test]

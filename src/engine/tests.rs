@@ -29,7 +29,7 @@ use crate::engine::state::Bodies;
 use crate::merge::{ConflictKind, Doc, Limits};
 use crate::model::{Message, MessageId, Thread, ThreadId};
 use crate::ops::{Effect, Op};
-use crate::server::memory::MemStore;
+use crate::server::store::MemStore;
 use crate::server::{self, PullError, PullLimits, TeamId, Tx};
 use crate::time::Time;
 use crate::wire::{Cursor, MutationStatus, PushRequest, PushResponse};

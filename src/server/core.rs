@@ -313,7 +313,7 @@ mod tests {
     use super::*;
     use crate::model::Message;
     use crate::ops::Op;
-    use crate::server::memory::MemStore;
+    use crate::server::store::MemStore;
     use crate::wire::Mutation;
 
     fn team(s: &str) -> TeamId {

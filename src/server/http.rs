@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::merge::Limits;
 use crate::model::ThreadId;
 use crate::server::core::{self, PullError, PullLimits, StoreError, TeamId};
-use crate::server::store::{Store, token_hash};
+use crate::server::store::{Store, StoreExt, token_hash};
 use crate::wire::{Cursor, MutationStatus, PushRequest};
 
 /// What a server is allowed to take.
@@ -452,15 +452,7 @@ async fn push(
     };
     s.metrics.bytes_in.inc_by(size as u64);
     let (store, limits, t) = (s.store.clone(), s.cfg.limits, team.clone());
-    let (resp, head) = blocking(move || {
-        let mut out = None;
-        let head = store.transact(&t, true, &mut |tx| {
-            out = Some(core::push(tx, &req, &limits)?);
-            Ok(())
-        })?;
-        Ok((out.expect("the body ran"), head))
-    })
-    .await?;
+    let (resp, head) = blocking(move || store.run(&t, true, |tx| core::push(tx, &req, &limits))).await?;
     if let Some(head) = head {
         s.hub.notify(&team, head);
     }
@@ -513,15 +505,7 @@ async fn pull(
     let mut held: Option<Held> = None;
     loop {
         let (store, lim, t, c) = (s.store.clone(), s.cfg.pull_limits, team.clone(), cursor.clone());
-        let answer = blocking(move || {
-            let mut out = None;
-            store.transact(&t, false, &mut |tx| {
-                out = Some(core::pull(tx, c.as_ref(), &lim));
-                Ok(())
-            })?;
-            Ok(out.expect("the body ran"))
-        })
-        .await?;
+        let answer = blocking(move || Ok(store.run(&t, false, |tx| Ok(core::pull(tx, c.as_ref(), &lim)))?.0)).await?;
         let resp = match answer {
             Ok(r) => r,
             Err(PullError::Refetch { cursor, why }) => {
@@ -573,9 +557,8 @@ async fn thread(
     let (store, t, tid) = (s.store.clone(), team.clone(), id.clone());
     let limit = s.cfg.pull_limits.max_changes;
     let found = blocking(move || {
-        let mut out = None;
-        store.transact(&t, false, &mut |tx| {
-            out = Some(match tx.doc(&tid)? {
+        let found = store.run(&t, false, |tx| {
+            Ok(match tx.doc(&tid)? {
                 None => None,
                 Some(doc) => {
                     let changes = match q.from {
@@ -585,10 +568,9 @@ async fn thread(
                     };
                     Some((doc, changes))
                 }
-            });
-            Ok(())
+            })
         })?;
-        Ok(out.expect("the body ran"))
+        Ok(found.0)
     })
     .await?;
     // Another team's thread answers exactly like a missing one.
@@ -640,15 +622,7 @@ async fn kept_message(
     let mid = crate::model::MessageId::new(message)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("bad message id: {e}")))?;
     let (store, t, tid, m) = (s.store.clone(), team.clone(), id.clone(), mid.clone());
-    let found = blocking(move || {
-        let mut out = None;
-        store.transact(&t, false, &mut |tx| {
-            out = Some(tx.kept_message(&tid, &m)?);
-            Ok(())
-        })?;
-        Ok(out.expect("the body ran"))
-    })
-    .await?;
+    let found = blocking(move || Ok(store.run(&t, false, |tx| tx.kept_message(&tid, &m))?.0)).await?;
     // Another team's thread answers exactly like a missing one.
     let Some((message, deleted)) = found else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no message {mid} in thread {id}")));

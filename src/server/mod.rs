@@ -1,12 +1,12 @@
 //! The sync server.
 //!
 //! `core` makes the decisions (push exactly once, pull from the change log)
-//! over a `Tx`; `memory`, `sql` (+ `sqlite`, `postgres`) store; `store` is
-//! the seam the HTTP layer sees.
+//! over a `Tx`; `store` is the seam the HTTP layer sees (the `Store` trait
+//! and the in-memory store); `sql` is the store over a database, with its
+//! backends `sqlite` and `postgres`.
 
 pub mod core;
 pub mod http;
-pub mod memory;
 pub mod postgres;
 pub mod run;
 pub mod sql;

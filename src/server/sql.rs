@@ -1,9 +1,11 @@
 //! The server's storage in SQL, written once for SQLite and PostgreSQL.
 //!
-//! [`SqlTx`] implements [`Tx`] over a minimal [`Conn`] (run a statement with
-//! values, get rows of values), so the two databases share every query; the
-//! backends (`sqlite.rs`, `postgres.rs`) only bind values, manage
-//! connections and transactions, and say how their placeholders look.
+//! [`SqlStore`] is the [`Store`] over any [`Backend`]; [`SqlTx`] implements
+//! [`Tx`] over a minimal [`Conn`] (run a statement with values, get rows of
+//! values), so the two databases share every query and every migration
+//! (`migrations/`, run by refinery on open). The backends (`sqlite.rs`,
+//! `postgres.rs`) only bind values, manage connections and transactions,
+//! and say how their placeholders look.
 //!
 //! Layout: a message row keeps its place (`pos`, counting tombstones), its
 //! anchor and its JSON; deleting sets `deleted`. The change log stores each
@@ -17,7 +19,18 @@ use crate::merge::{Doc, Head, Located};
 use crate::model::{Message, MessageId, Thread, ThreadId};
 use crate::ops::Effect;
 use crate::server::core::{StoreError, TeamId, Tx};
+use crate::server::store::{Store, TokenInfo, TxBody};
 use crate::wire::{Change, ClientId};
+
+mod embedded {
+    refinery::embed_migrations!("src/server/migrations");
+}
+
+/// The schema's versioned migrations, for both databases. A database made
+/// before them (the same tables, no history) takes the first as is.
+pub fn migrations() -> refinery::Runner {
+    embedded::migrations::runner()
+}
 
 /// A value crossing into or out of SQL. Integers are 64-bit everywhere.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,53 +99,76 @@ pub trait Conn {
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError>;
 }
 
-/// The schema, in the dialect both databases accept.
-pub const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS teams (
-        team TEXT PRIMARY KEY,
-        head_seq BIGINT NOT NULL DEFAULT 0,
-        floor_seq BIGINT NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS tokens (
-        id TEXT PRIMARY KEY,
-        team TEXT NOT NULL,
-        hash TEXT NOT NULL UNIQUE,
-        created BIGINT NOT NULL,
-        revoked BIGINT)",
-    "CREATE TABLE IF NOT EXISTS clients (
-        team TEXT NOT NULL,
-        client TEXT NOT NULL,
-        last_mutation BIGINT NOT NULL,
-        PRIMARY KEY (team, client))",
-    "CREATE TABLE IF NOT EXISTS threads (
-        team TEXT NOT NULL,
-        thread TEXT NOT NULL,
-        version BIGINT NOT NULL,
-        created BIGINT NOT NULL,
-        title TEXT NOT NULL,
-        env TEXT NOT NULL,
-        len BIGINT NOT NULL,
-        last_id TEXT,
-        PRIMARY KEY (team, thread))",
-    "CREATE TABLE IF NOT EXISTS messages (
-        team TEXT NOT NULL,
-        thread TEXT NOT NULL,
-        id TEXT NOT NULL,
-        pos BIGINT NOT NULL,
-        after TEXT,
-        deleted BIGINT NOT NULL DEFAULT 0,
-        body TEXT NOT NULL,
-        PRIMARY KEY (team, thread, id))",
-    "CREATE INDEX IF NOT EXISTS messages_by_pos ON messages (team, thread, pos)",
-    "CREATE TABLE IF NOT EXISTS changes (
-        team TEXT NOT NULL,
-        seq BIGINT NOT NULL,
-        thread TEXT NOT NULL,
-        version BIGINT NOT NULL,
-        effect TEXT NOT NULL,
-        msg_id TEXT,
-        PRIMARY KEY (team, seq))",
-    "CREATE INDEX IF NOT EXISTS changes_by_thread ON changes (team, thread, version)",
-];
+/// What a transaction may do.
+#[derive(Clone, Copy, Debug)]
+pub enum Access<'a> {
+    Read,
+    /// Writes outside any team's data (tokens).
+    Write,
+    /// Writes to this team's data: its write lock is held to the commit, so
+    /// its change log stays gap-free across servers.
+    WriteTeam(&'a TeamId),
+}
+
+/// A database under [`SqlStore`]: connections and transactions.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs `f` in one transaction, committed if it returns Ok and rolled
+    /// back otherwise.
+    fn transaction<R>(
+        &self,
+        access: Access<'_>,
+        f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError>;
+
+    /// Inside the transaction that moved `team`'s log head to `head`, before
+    /// its commit (PostgreSQL tells the other servers).
+    fn log_moved(&self, _conn: &mut dyn Conn, _team: &TeamId, _head: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The store over a SQL database: every query and decision written once.
+pub struct SqlStore<B>(pub B);
+
+impl<B: Backend> Store for SqlStore<B> {
+    fn transact(&self, team: &TeamId, write: bool, body: TxBody<'_>) -> Result<Option<u64>, StoreError> {
+        let access = if write { Access::WriteTeam(team) } else { Access::Read };
+        self.0.transaction(access, |conn| {
+            let mut tx = SqlTx::new(&mut *conn, team);
+            body(&mut tx)?;
+            let head = tx.finish()?;
+            if let Some(head) = head {
+                self.0.log_moved(conn, team, head)?;
+            }
+            Ok(head)
+        })
+    }
+
+    fn insert_token(&self, id: &str, team: &TeamId, hash: &str, now: i64) -> Result<(), StoreError> {
+        self.0.transaction(Access::Write, |c| insert_token(c, id, team, hash, now))
+    }
+
+    fn team_for_token(&self, hash: &str) -> Result<Option<TeamId>, StoreError> {
+        self.0.transaction(Access::Read, |c| team_for_token(c, hash))
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.0.transaction(Access::Read, list_tokens)
+    }
+
+    fn revoke_tokens(&self, id_prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
+        self.0.transaction(Access::Write, |c| revoke_tokens(c, id_prefix, now))
+    }
+
+    fn compact(&self, team: &TeamId, keep: u64) -> Result<(), StoreError> {
+        self.0.transaction(Access::WriteTeam(team), |c| SqlTx::new(c, team).compact(keep))
+    }
+}
+
+/// A migration's outcome as a store error.
+pub fn migration_error(e: refinery::Error) -> StoreError {
+    StoreError::new(format!("cannot migrate the database: {e}"))
+}
 
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::new(format!("stored JSON is unreadable: {e}"))
@@ -549,16 +585,7 @@ impl<C: Conn + ?Sized> SqlTx<'_, C> {
     }
 }
 
-/// A bearer token as listed (never the secret).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub id: String,
-    pub team: TeamId,
-    pub created: i64,
-    pub revoked: Option<i64>,
-}
-
-pub fn insert_token(conn: &mut dyn Conn, id: &str, team: &TeamId, hash: &str, now: i64) -> Result<(), StoreError> {
+fn insert_token(conn: &mut dyn Conn, id: &str, team: &TeamId, hash: &str, now: i64) -> Result<(), StoreError> {
     conn.exec(
         "INSERT INTO tokens (id, team, hash, created) VALUES (?1, ?2, ?3, ?4)",
         &[id.into(), team.as_str().into(), hash.into(), Val::Int(now)],
@@ -566,7 +593,7 @@ pub fn insert_token(conn: &mut dyn Conn, id: &str, team: &TeamId, hash: &str, no
     Ok(())
 }
 
-pub fn team_for_token(conn: &mut dyn Conn, hash: &str) -> Result<Option<TeamId>, StoreError> {
+fn team_for_token(conn: &mut dyn Conn, hash: &str) -> Result<Option<TeamId>, StoreError> {
     let rows = conn.query("SELECT team FROM tokens WHERE hash = ?1 AND revoked IS NULL", &[hash.into()])?;
     match rows.into_iter().next() {
         Some(r) => {
@@ -576,7 +603,7 @@ pub fn team_for_token(conn: &mut dyn Conn, hash: &str) -> Result<Option<TeamId>,
     }
 }
 
-pub fn list_tokens(conn: &mut dyn Conn) -> Result<Vec<TokenInfo>, StoreError> {
+fn list_tokens(conn: &mut dyn Conn) -> Result<Vec<TokenInfo>, StoreError> {
     conn.query("SELECT id, team, created, revoked FROM tokens ORDER BY created, id", &[])?
         .into_iter()
         .map(|r| {
@@ -595,7 +622,7 @@ pub fn list_tokens(conn: &mut dyn Conn) -> Result<Vec<TokenInfo>, StoreError> {
 }
 
 /// Revokes the tokens whose id starts with `prefix`; returns them.
-pub fn revoke_tokens(conn: &mut dyn Conn, prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
+fn revoke_tokens(conn: &mut dyn Conn, prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
     let hits: Vec<TokenInfo> =
         list_tokens(conn)?.into_iter().filter(|t| t.id.starts_with(prefix) && t.revoked.is_none()).collect();
     for t in &hits {

@@ -8,17 +8,19 @@ use std::sync::Mutex;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
-use crate::server::core::{StoreError, TeamId};
-use crate::server::sql::{self, Conn, SqlTx, TokenInfo, Val};
-use crate::server::store::{Store, TxBody};
+use crate::server::core::StoreError;
+use crate::server::sql::{self, Access, Backend, Conn, SqlStore, Val};
 
 const READERS: usize = 4;
 
-pub struct SqliteStore {
+/// The embedded database: one writer connection, a few readers.
+pub struct Sqlite {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
 }
+
+pub type SqliteStore = SqlStore<Sqlite>;
 
 fn err(e: rusqlite::Error) -> StoreError {
     let transient =
@@ -74,22 +76,20 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies the schema.
+impl SqlStore<Sqlite> {
+    /// Opens (creating if needed) the database file and migrates it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::new(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut writer = open_conn(path)?;
-        let tx = writer.transaction().map_err(err)?;
-        for stmt in sql::SCHEMA {
-            tx.execute(stmt, []).map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(SqliteStore { writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), path: path.to_path_buf() })
+        sql::migrations().run(&mut writer).map_err(sql::migration_error)?;
+        Ok(SqlStore(Sqlite { writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), path: path.to_path_buf() }))
     }
+}
 
+impl Sqlite {
     fn reader(&self) -> Result<Connection, StoreError> {
         match self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             Some(c) => Ok(c),
@@ -103,13 +103,33 @@ impl SqliteStore {
             readers.push(conn);
         }
     }
+}
 
-    /// Runs `f` in a transaction on the writer (IMMEDIATE: takes the write
-    /// lock up front, so two writers never deadlock on an upgrade).
-    fn write<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+impl Backend for Sqlite {
+    /// A write runs on the writer (IMMEDIATE: takes the write lock up front,
+    /// so two writers never deadlock on an upgrade; SQLite has one writer,
+    /// which serialises every team's writes); a read on a reader, so pulls
+    /// never wait for pushes.
+    fn transaction<R>(
+        &self,
+        access: Access<'_>,
+        f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if let Access::Read = access {
+            let mut conn = self.reader()?;
+            conn.execute_batch("BEGIN").map_err(err)?;
+            let r = f(&mut conn);
+            let _ = conn.execute_batch("COMMIT");
+            self.give_back(conn);
+            return r;
+        }
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if !conn.is_autocommit() {
+            // A body panicked mid-transaction: what it did is not committed.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
-        match f(&mut conn) {
+        match f(&mut *conn) {
             Ok(r) => {
                 conn.execute_batch("COMMIT").map_err(err)?;
                 Ok(r)
@@ -119,45 +139,5 @@ impl SqliteStore {
                 Err(e)
             }
         }
-    }
-
-    fn read<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let mut conn = self.reader()?;
-        conn.execute_batch("BEGIN").map_err(err)?;
-        let r = f(&mut conn);
-        let _ = conn.execute_batch("COMMIT");
-        self.give_back(conn);
-        r
-    }
-}
-
-impl Store for SqliteStore {
-    fn transact(&self, team: &TeamId, write: bool, body: TxBody<'_>) -> Result<Option<u64>, StoreError> {
-        let run = |conn: &mut Connection| {
-            let mut tx = SqlTx::new(conn, team);
-            body(&mut tx)?;
-            tx.finish()
-        };
-        if write { self.write(run) } else { self.read(run) }
-    }
-
-    fn insert_token(&self, id: &str, team: &TeamId, hash: &str, now: i64) -> Result<(), StoreError> {
-        self.write(|c| sql::insert_token(c, id, team, hash, now))
-    }
-
-    fn team_for_token(&self, hash: &str) -> Result<Option<TeamId>, StoreError> {
-        self.read(|c| sql::team_for_token(c, hash))
-    }
-
-    fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        self.read(|c| sql::list_tokens(c))
-    }
-
-    fn revoke_tokens(&self, id_prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
-        self.write(|c| sql::revoke_tokens(c, id_prefix, now))
-    }
-
-    fn compact(&self, team: &TeamId, keep: u64) -> Result<(), StoreError> {
-        self.write(|c| SqlTx::new(c, team).compact(keep))
     }
 }

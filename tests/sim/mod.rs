@@ -22,7 +22,7 @@ use threadsync::engine::retry::Failure;
 use threadsync::engine::{Action, EngineConfig, LocalOp, PollMode, PullOutcome, ReqId, Restored, SyncEngine};
 use threadsync::merge::{Doc, Limits};
 use threadsync::model::{Message, MessageId, Thread, ThreadId};
-use threadsync::server::memory::MemStore;
+use threadsync::server::store::MemStore;
 use threadsync::server::{self, PullError, PullLimits, TeamId};
 use threadsync::time::Time;
 use threadsync::wire::{Cursor, PushRequest, PushResponse};
