@@ -172,6 +172,35 @@ fn scenarios(s: &dyn Store) {
     });
     assert!(failed.is_err());
     assert_eq!(ids(s, &a, "T1"), before);
+    // A body that panics half way (the HTTP layer survives it) leaves
+    // nothing behind, and the next writes go through.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.transact(&a, true, &mut |tx| {
+            push(tx, &req("c9", vec![(1, "T1", vec![append("ghost", None, json!("g"))])]), &Limits::default())?;
+            panic!("a bug in a transaction body");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(ids(s, &a, "T1"), before);
+    let r = do_push(s, &a, &req("c9", vec![(1, "T1", vec![append("after-panic", None, json!("p"))])]));
+    assert!(matches!(r.results[0].status, MutationStatus::Applied), "{r:?}");
+    let r = do_push(
+        s,
+        &a,
+        &req(
+            "c9",
+            vec![(
+                2,
+                "T1",
+                vec![Op::Delete {
+                    id: MessageId::new("after-panic").unwrap(),
+                    base: threadsync::model::ContentHash::of(&json!("p")),
+                }],
+            )],
+        ),
+    );
+    assert!(matches!(r.results[0].status, MutationStatus::Applied), "{r:?}");
+    assert_eq!(ids(s, &a, "T1"), before);
 
     // Tokens: only hashes are stored; revocation by id prefix.
     s.insert_token("abc123", &a, &token_hash("tsk_abc123_secret"), 1).unwrap();
