@@ -1,0 +1,156 @@
+//! The HTTP surface of `threadsync serve` (axum), by resource: `push`,
+//! `pull` (with the long-poll `Hub`), `threads`; beside them the error type
+//! (`error`), bearer auth (`auth`), request parsing (`extract`) and
+//! Prometheus metrics (`metrics`). Every decision is `server::core`'s.
+//!
+//! Every error is JSON `{"code": …, "message": …}` with a 4xx/5xx status;
+//! storage errors are logged and answered 500 (503 when worth retrying)
+//! without details. Tokens are never logged.
+
+mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod pull;
+mod push;
+mod threads;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::{Semaphore, watch};
+
+use crate::merge::Limits;
+use crate::server::core::{PullLimits, StoreError};
+use crate::server::store::Store;
+
+pub use self::auth::Team;
+pub use self::error::ApiError;
+pub use self::extract::{JsonBody, PathIds, QueryParams};
+pub use self::metrics::Metrics;
+pub use self::pull::Hub;
+
+/// What a server is allowed to take.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest request body, after decompression.
+    pub max_body: usize,
+    pub limits: Limits,
+    pub pull_limits: PullLimits,
+    /// Longest a pull is held.
+    pub max_wait: Duration,
+    /// Pulls held at once before new ones are turned away (429).
+    pub max_held: usize,
+    /// Pushes applied at once before new ones are turned away (429).
+    pub max_pushes: usize,
+    /// Most mutations in one push.
+    pub max_mutations: usize,
+    /// Longest a client may take to send a request's headers, or between
+    /// two pieces of its body.
+    pub read_timeout: Duration,
+    /// Longest a shutdown waits for the requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body: 32 << 20,
+            limits: Limits::default(),
+            pull_limits: PullLimits::default(),
+            max_wait: Duration::from_secs(25),
+            max_held: 20_000,
+            max_pushes: 64,
+            max_mutations: 1000,
+            read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub cfg: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
+    /// Flips to true when the server shuts down: held pulls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+    pushes: Arc<Semaphore>,
+    held: Arc<AtomicUsize>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, cfg: ServerConfig, shutdown: watch::Receiver<bool>) -> Self {
+        AppState {
+            store,
+            hub: Arc::new(Hub::default()),
+            pushes: Arc::new(Semaphore::new(cfg.max_pushes)),
+            cfg: Arc::new(cfg),
+            metrics: Arc::new(Metrics::default()),
+            shutdown,
+            held: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(push::routes())
+        .merge(pull::routes())
+        .merge(threads::routes())
+        .merge(metrics::routes())
+        .route("/healthz", get(health))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see protocol.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it was logged on the server")
+                .into_response()
+        }))
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.cfg.read_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), extract::admit_body))
+        .layer(tower_http::compression::CompressionLayer::new())
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Runs blocking storage work off the async threads.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "storage task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; it was logged on the server",
+            ))
+        }
+    }
+}
+
+/// Binds with a large listen backlog, so that a reconnect storm of thousands
+/// of sidecars after a restart is not queued behind tokio's default of 128.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}

@@ -1,0 +1,60 @@
+//! `POST /v1/push`: a batch of mutations, applied exactly once.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
+use super::metrics::StatusLabel;
+use super::{ApiError, AppState, JsonBody, Team, blocking};
+use crate::server::core;
+use crate::server::store::StoreExt;
+use crate::wire::{MutationStatus, PushRequest};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/v1/push", post(push))
+}
+
+async fn push(
+    State(s): State<AppState>,
+    Team(team): Team,
+    JsonBody(req, size): JsonBody<PushRequest>,
+) -> Result<Response, ApiError> {
+    if req.mutations.len() > s.cfg.max_mutations {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_mutations",
+            format!("{} mutations in one push; the limit is {}", req.mutations.len(), s.cfg.max_mutations),
+        ));
+    }
+    if let Some(m) = req.mutations.iter().find(|m| m.id == 0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("mutation ids start at 1 (thread {})", m.thread_id),
+        ));
+    }
+    let Ok(_permit) = tokio::time::timeout(Duration::from_secs(2), s.pushes.clone().acquire_owned()).await else {
+        return Err(ApiError::busy("too many pushes at once; retry shortly"));
+    };
+    s.metrics.bytes_in.inc_by(size as u64);
+    let (store, limits, t) = (s.store.clone(), s.cfg.limits, team.clone());
+    let (resp, head) = blocking(move || store.run(&t, true, |tx| core::push(tx, &req, &limits))).await?;
+    if let Some(head) = head {
+        s.hub.notify(&team, head);
+    }
+    for r in &resp.results {
+        let status = match r.status {
+            MutationStatus::Applied => "applied",
+            MutationStatus::Duplicate => "duplicate",
+            MutationStatus::Conflict => "conflict",
+            MutationStatus::Rejected => "rejected",
+            MutationStatus::Gap => "gap",
+        };
+        s.metrics.mutations.get_or_create(&StatusLabel { status: status.into() }).inc();
+    }
+    Ok(Json(resp).into_response())
+}
