@@ -47,6 +47,13 @@ enum Command {
         /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for requests in flight.
         #[arg(long, env = "THREADSYNC_SHUTDOWN_GRACE", default_value_t = 10.0)]
         shutdown_grace: f64,
+        /// Changes of each team's log kept by compaction; a client whose
+        /// cursor is older pulls whole threads again.
+        #[arg(long, env = "THREADSYNC_KEEP_CHANGES", default_value_t = 100_000)]
+        keep_changes: u64,
+        /// Seconds between compactions of the logs that grew.
+        #[arg(long, env = "THREADSYNC_COMPACT_EVERY", default_value_t = 600.0)]
+        compact_every: f64,
     },
     /// Manages bearer tokens (each maps to one team).
     Token {
@@ -93,7 +100,16 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, db, max_body, max_message, read_timeout, shutdown_grace } => {
+        Command::Serve {
+            listen,
+            db,
+            max_body,
+            max_message,
+            read_timeout,
+            shutdown_grace,
+            keep_changes,
+            compact_every,
+        } => {
             init_logs("info");
             let db = match db_url(db) {
                 Ok(db) => db,
@@ -105,12 +121,23 @@ fn main() -> ExitCode {
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| format!("--{what} must be a positive number of seconds, not {v}"))
             };
-            let (read_timeout, shutdown_grace) =
-                match (secs("read-timeout", read_timeout), secs("shutdown-grace", shutdown_grace)) {
-                    (Ok(r), Ok(g)) => (r, g),
-                    (Err(e), _) | (_, Err(e)) => return fail(&e),
-                };
-            let mut cfg = ServerConfig { max_body, read_timeout, shutdown_grace, ..ServerConfig::default() };
+            let durations = (
+                secs("read-timeout", read_timeout),
+                secs("shutdown-grace", shutdown_grace),
+                secs("compact-every", compact_every),
+            );
+            let (read_timeout, shutdown_grace, compact_every) = match durations {
+                (Ok(r), Ok(g), Ok(c)) => (r, g, c),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
+            };
+            let mut cfg = ServerConfig {
+                max_body,
+                read_timeout,
+                shutdown_grace,
+                keep_changes,
+                compact_every,
+                ..ServerConfig::default()
+            };
             cfg.limits.max_message_bytes = max_message;
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -511,3 +511,61 @@ fn without_a_watcher_rescans_still_find_file_changes() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(a.ok("threadsync/metrics", json!({}))["sync"]["pushes"].as_u64().unwrap(), before);
 }
+
+/// A sidecar that was away while the server compacted its team's log gets
+/// `410 refetch`, pulls whole threads again and ends with everything, the
+/// change it made while away included.
+#[test]
+fn a_sidecar_behind_the_compacted_log_refetches() {
+    let dir = common::TempDir::new("lsp-compact");
+    let db = format!("sqlite://{}", dir.0.join("server.sqlite").display());
+    let server = Server::start_args(&db, "127.0.0.1:0", &["--keep-changes", "3", "--compact-every", "0.2"]);
+    let token = server.token("team");
+    let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    a.wait_status("synced", T);
+    let id = a.ok("threadsync/createThread", json!({ "title": "compacted" }))["threadId"].as_str().unwrap().to_string();
+    b.wait_thread(&id, T, |t| t["title"] == "compacted");
+    b.kill9();
+    for i in 0..10 {
+        a.ok(
+            "threadsync/appendMessage",
+            json!({ "threadId": id, "role": "user", "content": format!("while b was away {i}") }),
+        );
+    }
+    a.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
+    // The server compacts: an old cursor is refused.
+    let http = reqwest::blocking::Client::new();
+    let start = Instant::now();
+    loop {
+        let r = http.get(format!("{}/v1/pull?cursor=1", server.url())).bearer_auth(&token).send().unwrap();
+        if r.status() == reqwest::StatusCode::GONE {
+            assert_eq!(r.json::<Value>().unwrap()["code"], "refetch");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the log was not compacted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // b comes back, with a message an assistant wrote while it was down.
+    append_record(
+        &dir.0.join("b/threads"),
+        &id,
+        &json!({ "type": "message", "id": "m-away", "role": "user", "content": "written while b was down" }),
+    );
+    let refetches = || -> u64 {
+        let text = http.get(format!("{}/metrics", server.url())).bearer_auth(&token).send().unwrap().text().unwrap();
+        text.lines()
+            .find(|l| l.starts_with("threadsync_http_requests_total") && l.contains("/v1/pull") && l.contains("410"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = refetches();
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    let tb = b.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 11);
+    assert!(refetches() > before, "b was told to refetch");
+    let ta = a.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 11);
+    assert_eq!(ta["messages"], tb["messages"]);
+    assert!(ids(&ta).contains(&"m-away".to_string()));
+    let file = read_thread_file(&dir.0.join("b/threads"), &id).unwrap();
+    assert_eq!(file["messages"], tb["messages"]);
+}

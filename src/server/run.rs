@@ -81,6 +81,7 @@ pub async fn serve(listen: SocketAddr, db: DbUrl, cfg: ServerConfig) -> Result<(
         tokio::spawn(listen_for_changes(url.clone(), state.hub.clone()));
     }
     let (read_timeout, grace) = (state.cfg.read_timeout, state.cfg.shutdown_grace);
+    tokio::spawn(compact_logs(state.clone()));
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, db = %db.redacted(), "threadsync serve listening");
     let stopping = async move {
@@ -90,6 +91,26 @@ pub async fn serve(listen: SocketAddr, db: DbUrl, cfg: ServerConfig) -> Result<(
     };
     serve_connections(listener, app, read_timeout, grace, stopping).await;
     Ok(())
+}
+
+/// Every `compact_every`, compacts the logs that grew to their newest
+/// `keep_changes` (a client behind that point gets `410 refetch`). Runs for
+/// the life of the process; a failure is logged and tried again next time.
+async fn compact_logs(state: AppState) {
+    let mut every = tokio::time::interval(state.cfg.compact_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        for team in state.take_grown() {
+            let (store, keep) = (state.store.clone(), state.cfg.keep_changes);
+            match tokio::task::spawn_blocking(move || store.compact(&team, keep)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot compact a team's change log"),
+                Err(e) => tracing::warn!(error = %e, "the compaction task failed"),
+            }
+        }
+    }
 }
 
 /// Accepts connections until `stopping`, then lets the requests in flight

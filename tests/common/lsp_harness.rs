@@ -38,8 +38,14 @@ impl Server {
     }
 
     pub fn start_on(db: &str, listen: &str) -> Server {
+        Self::start_args(db, listen, &[])
+    }
+
+    /// With extra `serve` arguments.
+    pub fn start_args(db: &str, listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_threadsync"))
             .args(["serve", "--listen", listen, "--db", db])
+            .args(args)
             .env("THREADSYNC_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

@@ -15,9 +15,10 @@ mod pull;
 mod push;
 mod threads;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -28,7 +29,7 @@ use axum::{Json, Router};
 use tokio::sync::{Semaphore, watch};
 
 use crate::merge::Limits;
-use crate::server::core::{PullLimits, StoreError};
+use crate::server::core::{PullLimits, StoreError, TeamId};
 use crate::server::store::Store;
 
 pub use self::auth::Team;
@@ -57,6 +58,11 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Longest a shutdown waits for the requests in flight.
     pub shutdown_grace: Duration,
+    /// Changes of a team's log kept when it is compacted; a client whose
+    /// cursor is older refetches.
+    pub keep_changes: u64,
+    /// How often the logs that grew are compacted.
+    pub compact_every: Duration,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +77,10 @@ impl Default for ServerConfig {
             max_mutations: 1000,
             read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            // A change row is small (bodies live with the messages): this
+            // is a few tens of MB per busy team, and weeks of a team's work.
+            keep_changes: 100_000,
+            compact_every: Duration::from_secs(600),
         }
     }
 }
@@ -85,6 +95,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     pushes: Arc<Semaphore>,
     held: Arc<AtomicUsize>,
+    /// Teams whose logs grew since they were last compacted.
+    grown: Arc<Mutex<HashSet<TeamId>>>,
 }
 
 impl AppState {
@@ -97,7 +109,17 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             shutdown,
             held: Arc::new(AtomicUsize::new(0)),
+            grown: Arc::default(),
         }
+    }
+
+    /// The teams whose logs grew since the last call.
+    pub fn take_grown(&self) -> HashSet<TeamId> {
+        std::mem::take(&mut *self.grown.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn log_grew(&self, team: &TeamId) {
+        self.grown.lock().unwrap_or_else(|e| e.into_inner()).insert(team.clone());
     }
 }
 

@@ -45,6 +45,7 @@ async fn push(
     let (resp, head) = blocking(move || store.run(&t, true, |tx| core::push(tx, &req, &limits))).await?;
     if let Some(head) = head {
         s.hub.notify(&team, head);
+        s.log_grew(&team);
     }
     for r in &resp.results {
         let status = match r.status {
