@@ -142,8 +142,18 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.cfg.read_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), extract::admit_body))
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(compression())
         .with_state(state)
+}
+
+/// Answers worth compressing: over a packet's worth (a push's answer is
+/// not; it costs more CPU than it saves), at the fastest level (a pull of
+/// whole threads still shrinks several times).
+fn compression() -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+    tower_http::compression::CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Fastest)
+        .compress_when(SizeAbove::new(1400).and(NotForContentType::IMAGES).and(NotForContentType::SSE))
 }
 
 async fn health() -> Json<serde_json::Value> {
