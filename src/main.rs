@@ -54,6 +54,13 @@ enum Command {
         /// Seconds between compactions of the logs that grew.
         #[arg(long, env = "THREADSYNC_COMPACT_EVERY", default_value_t = 600.0)]
         compact_every: f64,
+        /// Longest a pull is held, in seconds (a client asks for less).
+        #[arg(long, env = "THREADSYNC_MAX_WAIT", default_value_t = 300.0)]
+        max_wait: f64,
+        /// Seconds between the keep-alive bytes of a held pull (under the
+        /// idle timeout of any proxy between clients and the server).
+        #[arg(long, env = "THREADSYNC_HEARTBEAT", default_value_t = 20.0)]
+        heartbeat: f64,
     },
     /// Manages bearer tokens (each maps to one team).
     Token {
@@ -109,6 +116,8 @@ fn main() -> ExitCode {
             shutdown_grace,
             keep_changes,
             compact_every,
+            max_wait,
+            heartbeat,
         } => {
             init_logs("info");
             let db = match db_url(db) {
@@ -121,21 +130,26 @@ fn main() -> ExitCode {
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| format!("--{what} must be a positive number of seconds, not {v}"))
             };
-            let durations = (
+            let durations = [
                 secs("read-timeout", read_timeout),
                 secs("shutdown-grace", shutdown_grace),
                 secs("compact-every", compact_every),
-            );
-            let (read_timeout, shutdown_grace, compact_every) = match durations {
-                (Ok(r), Ok(g), Ok(c)) => (r, g, c),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
-            };
+                secs("max-wait", max_wait),
+                secs("heartbeat", heartbeat),
+            ];
+            let [read_timeout, shutdown_grace, compact_every, max_wait, heartbeat] =
+                match durations.into_iter().collect::<Result<Vec<_>, _>>() {
+                    Ok(d) => <[Duration; 5]>::try_from(d).expect("five"),
+                    Err(e) => return fail(&e),
+                };
             let mut cfg = ServerConfig {
                 max_body,
                 read_timeout,
                 shutdown_grace,
                 keep_changes,
                 compact_every,
+                max_wait,
+                heartbeat,
                 ..ServerConfig::default()
             };
             cfg.limits.max_message_bytes = max_message;

@@ -307,6 +307,36 @@ async fn a_held_pull_answers_the_moment_a_push_lands_and_at_shutdown() {
 }
 
 #[tokio::test]
+async fn a_long_held_pull_sends_a_byte_every_heartbeat_then_its_answer() {
+    use http_body_util::BodyExt;
+    let a = app(ServerConfig { heartbeat: Duration::from_millis(100), ..ServerConfig::default() });
+    a.push(TOKEN_A, create_and_append("c1", 1, "T-1", "m1")).await;
+    let req = Request::get("/v1/pull?cursor=2&wait=20")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN_A}"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(Body::empty())
+        .unwrap();
+    let resp = router(a.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get(header::CONTENT_ENCODING).is_none(), "a compressor would hold the spaces back");
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let frame = tokio::time::timeout(Duration::from_secs(2), body.frame()).await.expect("a heartbeat");
+        got.extend_from_slice(&frame.unwrap().unwrap().into_data().unwrap());
+    }
+    assert!(got.iter().all(|b| *b == b' '), "{got:?}");
+    // A push ends the hold: the answer follows the spaces (valid JSON).
+    let push = json!({"clientId": "c2", "mutations": [{"id": 1, "threadId": "T-1", "ops": [
+        {"op": "append", "after": "m1", "message": {"id": "m2", "role": "user", "content": "x"}}]}]});
+    a.push(TOKEN_A, push.to_string()).await;
+    let rest = tokio::time::timeout(Duration::from_secs(2), axum::body::to_bytes(body, usize::MAX)).await.unwrap();
+    got.extend_from_slice(&rest.unwrap());
+    let v: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(v["changes"][0]["message"]["id"], "m2");
+}
+
+#[tokio::test]
 async fn overload_answers_429_with_retry_after() {
     let a = app(ServerConfig { max_held: 0, ..ServerConfig::default() });
     a.push(TOKEN_A, create_and_append("c1", 1, "T-1", "m1")).await;

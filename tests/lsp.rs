@@ -569,3 +569,41 @@ fn a_sidecar_behind_the_compacted_log_refetches() {
     let file = read_thread_file(&dir.0.join("b/threads"), &id).unwrap();
     assert_eq!(file["messages"], tb["messages"]);
 }
+
+/// A pull held past a heartbeat is streamed (a space every heartbeat, then
+/// the answer): the sidecar asks nothing more while it is held, and reads a
+/// change through it at once. (That it holds for 240 s is the engine's:
+/// `long_polling_keeps_exactly_one_pull_outstanding`.)
+#[test]
+fn an_idle_sidecar_holds_one_pull_through_heartbeats() {
+    let dir = common::TempDir::new("lsp-idle");
+    let db = format!("sqlite://{}", dir.0.join("server.sqlite").display());
+    let server = Server::start_args(&db, "127.0.0.1:0", &["--heartbeat", "0.2"]);
+    let token = server.token("team");
+    let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    a.wait_status("synced", T);
+    b.wait_status("synced", T);
+    let http = reqwest::blocking::Client::new();
+    let pulls = || -> u64 {
+        let text = http.get(format!("{}/metrics", server.url())).bearer_auth(&token).send().unwrap().text().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("threadsync_http_requests_total") && l.contains("/v1/pull"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    };
+    // Settled: both pulls held.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = pulls();
+    // Idle for a while: many heartbeats, no new requests.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pulls(), before, "an idle sidecar asked again while its pull was held");
+    // A change from a reaches b through its held pull.
+    let start = Instant::now();
+    let id = a.ok("threadsync/createThread", json!({ "title": "through the held pull" }))["threadId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.wait_thread(&id, T, |t| t["title"] == "through the held pull");
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+}

@@ -54,6 +54,11 @@ use self::retry::{Backoff, Failure, FailureClass};
 use self::state::FileSave;
 pub use self::state::{BaseChange, Restored, Save, StoredThread};
 
+/// How long a pull is held by default: minutes, so an idle sidecar asks
+/// under once a minute (the server sends a byte every 20 s meanwhile, and
+/// caps the hold at its own maximum, 300 s by default).
+pub const LONG_POLL: Duration = Duration::from_secs(240);
+
 /// How remote changes are fetched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PollMode {
@@ -113,7 +118,7 @@ impl Default for EngineConfig {
             max_batch_threads: 50,
             bulk_threshold: 256 << 10,
             thread_backoff: Duration::from_secs(60),
-            poll: PollMode::LongPoll { wait: Duration::from_secs(25) },
+            poll: PollMode::LongPoll { wait: LONG_POLL },
             request_timeout: Duration::from_secs(10),
             status_interval: Duration::from_millis(100),
             limits: Limits::default(),
@@ -449,7 +454,8 @@ struct PullState {
     backoff: Backoff,
     /// The first full sync has finished.
     synced_once: bool,
-    /// The next pull must not be held (a force sync waits for it).
+    /// The next pull must not be held (a force sync waits for it; a retry
+    /// shows the server is well again).
     fresh: bool,
     /// Threads the first sync brought (for its progress report).
     first_sync_threads: BTreeSet<ThreadId>,
@@ -1352,6 +1358,10 @@ impl SyncEngine {
                         self.server_error = Some(f.describe());
                         self.monitor.record_failure();
                         self.pull.next_at = Some(now + self.pull.backoff.next_delay(&mut self.rng, retry_after));
+                        // The retry answers at once, so the error clears as
+                        // soon as the server is well (a held one would keep
+                        // it on the statusline for minutes).
+                        self.pull.fresh = true;
                     }
                 }
             }

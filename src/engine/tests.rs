@@ -1347,7 +1347,7 @@ fn long_polling_keeps_exactly_one_pull_outstanding() {
     assert_eq!(pulls[0].2, None, "the first sync is not held");
     // Every other pull is held, but the one confirming each of the 4 force
     // syncs (held, it would keep the force sync waiting up to 25 s).
-    let unheld: Vec<_> = pulls[1..].iter().filter(|(_, _, wait)| *wait != Some(secs(25))).collect();
+    let unheld: Vec<_> = pulls[1..].iter().filter(|(_, _, wait)| *wait != Some(crate::engine::LONG_POLL)).collect();
     assert!(unheld.iter().all(|(_, _, wait)| wait.is_none()), "{unheld:?}");
     assert_eq!(unheld.len(), 4, "{unheld:?}");
     assert_eq!(contents(&h.server_doc(&id).unwrap().thread).len(), 12);

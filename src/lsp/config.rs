@@ -108,7 +108,7 @@ impl Config {
         let data = dir("XDG_DATA_HOME", ".local/share").unwrap_or_else(|| PathBuf::from("."));
         let state = dir("XDG_STATE_HOME", ".local/state").unwrap_or_else(|| PathBuf::from("."));
         let poll = match o.poll.as_deref() {
-            None | Some("longpoll") => PollMode::LongPoll { wait: Duration::from_secs(25) },
+            None | Some("longpoll") => PollMode::LongPoll { wait: crate::engine::LONG_POLL },
             Some("adaptive") => PollMode::Adaptive { base: Duration::from_secs(5), max: Duration::from_secs(60) },
             Some(p) => match p.strip_prefix("fixed:").and_then(|s| s.parse::<f64>().ok()) {
                 Some(s) if s > 0.0 => PollMode::Fixed(Duration::from_secs_f64(s)),

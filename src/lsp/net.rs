@@ -24,6 +24,9 @@ impl Net {
             // Under the server's read timeout (30 s by default), which also
             // closes idle connections: never reuse one it is closing.
             .pool_idle_timeout(Duration::from_secs(20))
+            // A held pull hears a byte every 20 s (the server's heartbeat):
+            // silence for longer is a dead connection, noticed in time.
+            .read_timeout(Duration::from_secs(45))
             .build()
             .expect("the HTTP client builds");
         Net { http, server: server.to_string(), token }
@@ -55,6 +58,8 @@ impl Net {
         }
         match decode::<PullResponse>(r).await {
             Ok(p) => PullOutcome::Ok(p),
+            // Said inside a held pull's answer (its status went out first).
+            Err(Failure::Http { status: 410, .. }) => PullOutcome::Refetch,
             Err(f) => PullOutcome::Failed(f),
         }
     }
@@ -90,10 +95,15 @@ async fn decode<T: serde::de::DeserializeOwned>(r: reqwest::Result<reqwest::Resp
     let resp = r.map_err(failure)?;
     let status = resp.status();
     if status.is_success() {
-        return resp.json().await.map_err(|e| Failure::Http {
-            status: 502,
-            retry_after: None,
-            message: format!("unreadable answer from the server: {e}"),
+        let bytes = resp.bytes().await.map_err(failure)?;
+        return serde_json::from_slice(&bytes).map_err(|e| match serde_json::from_slice::<ErrorBody>(&bytes) {
+            // A held pull that failed after its 200 went out.
+            Ok(err) => Failure::Http { status: err.status(), retry_after: None, message: err.message },
+            Err(_) => Failure::Http {
+                status: 502,
+                retry_after: None,
+                message: format!("unreadable answer from the server: {e}"),
+            },
         });
     }
     let retry_after = resp
@@ -104,6 +114,25 @@ async fn decode<T: serde::de::DeserializeOwned>(r: reqwest::Result<reqwest::Resp
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     let message = body["message"].as_str().unwrap_or_default().to_string();
     Err(Failure::Http { status: status.as_u16(), retry_after, message })
+}
+
+/// The server's JSON error (protocol.md).
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+impl ErrorBody {
+    /// The status the code goes with, for an error said in a 200's body.
+    fn status(&self) -> u16 {
+        match self.code.as_str() {
+            "refetch" => 410,
+            "overloaded" => 429,
+            "unavailable" => 503,
+            _ => 500,
+        }
+    }
 }
 
 fn failure(e: reqwest::Error) -> Failure {

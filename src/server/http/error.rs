@@ -39,6 +39,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body alone (for an answer whose status is already sent).
+    pub(super) fn body(&self) -> bytes::Bytes {
+        serde_json::json!({ "code": self.code, "message": self.message }).to_string().into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code, "message": self.message });

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub pull_limits: PullLimits,
     /// Longest a pull is held.
     pub max_wait: Duration,
+    /// While a pull is held, a byte every this often (see `pull`).
+    pub heartbeat: Duration,
     /// Pulls held at once before new ones are turned away (429).
     pub max_held: usize,
     /// Pushes applied at once before new ones are turned away (429).
@@ -71,7 +73,8 @@ impl Default for ServerConfig {
             max_body: 32 << 20,
             limits: Limits::default(),
             pull_limits: PullLimits::default(),
-            max_wait: Duration::from_secs(25),
+            max_wait: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(20),
             max_held: 20_000,
             max_pushes: 64,
             max_mutations: 1000,
@@ -148,12 +151,16 @@ pub fn router(state: AppState) -> Router {
 
 /// Answers worth compressing: over a packet's worth (a push's answer is
 /// not; it costs more CPU than it saves), at the fastest level (a pull of
-/// whole threads still shrinks several times).
+/// whole threads still shrinks several times); never a streamed held pull.
 fn compression() -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
     use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
-    tower_http::compression::CompressionLayer::new()
-        .quality(tower_http::CompressionLevel::Fastest)
-        .compress_when(SizeAbove::new(1400).and(NotForContentType::IMAGES).and(NotForContentType::SSE))
+    let not_streamed = |_: StatusCode,
+                        _: axum::http::Version,
+                        _: &axum::http::HeaderMap,
+                        ext: &axum::http::Extensions| { ext.get::<pull::Streamed>().is_none() };
+    tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest).compress_when(
+        SizeAbove::new(1400).and(NotForContentType::IMAGES).and(NotForContentType::SSE).and(not_streamed),
+    )
 }
 
 async fn health() -> Json<serde_json::Value> {

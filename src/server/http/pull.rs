@@ -6,11 +6,15 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -58,19 +62,15 @@ impl Hub {
 #[derive(Deserialize)]
 struct PullQuery {
     cursor: Option<String>,
-    /// Seconds to hold the request when nothing is new (capped at 25).
+    /// Seconds to hold the request when nothing is new (capped by the
+    /// server's `max_wait`, 300 s by default).
     wait: Option<u64>,
 }
 
-/// Decrements the held-pull count however the handler ends.
-struct Held<'a>(&'a AppState);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.held.fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.held.dec();
-    }
-}
+/// Marks a streamed answer: never compressed (a compressor would hold the
+/// keep-alive spaces back).
+#[derive(Clone, Copy)]
+pub(super) struct Streamed;
 
 async fn pull(
     State(s): State<AppState>,
@@ -82,45 +82,119 @@ async fn pull(
         None => None,
     };
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(s.cfg.max_wait);
-    let deadline = tokio::time::Instant::now() + wait;
-    // Subscribe before reading, so a change between the read and the wait
-    // still wakes us.
-    let mut changes = s.hub.subscribe(&team);
-    changes.borrow_and_update();
-    let mut shutdown = s.shutdown.clone();
-    let mut held: Option<Held> = None;
-    loop {
-        let (store, lim, t, c) = (s.store.clone(), s.cfg.pull_limits, team.clone(), cursor.clone());
-        let answer = blocking(move || Ok(store.run(&t, false, |tx| Ok(core::pull(tx, c.as_ref(), &lim)))?.0)).await?;
-        let resp = match answer {
-            Ok(r) => r,
-            Err(PullError::Refetch { cursor, why }) => {
-                return Err(ApiError::new(
-                    StatusCode::GONE,
-                    "refetch",
-                    format!("cursor {cursor} can no longer be served ({why}); pull again without a cursor"),
-                ));
+    let heartbeat = s.cfg.heartbeat;
+    let mut hold = Hold::new(s, team, cursor, tokio::time::Instant::now() + wait);
+    let first = (tokio::time::Instant::now() + heartbeat).min(hold.deadline);
+    if let Some(body) = hold.until(first).await? {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    }
+    // Held past a heartbeat: the answer is streamed from here, a space every
+    // heartbeat (JSON allows leading whitespace) so that proxies and NATs
+    // do not close a connection that looks idle, then the answer. A failure
+    // from now on is the JSON error in a 200 body.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    tokio::spawn(async move {
+        loop {
+            if tx.send(Bytes::from_static(b" ")).await.is_err() {
+                return;
             }
-            Err(PullError::Store(e)) => return Err(e.into()),
-        };
-        let idle = resp.changes.is_empty() && resp.snapshots.is_empty() && resp.up_to_date;
-        if !idle || tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
-            let body = serde_json::to_vec(&resp).map_err(|e| StoreError::new(e.to_string()))?;
-            s.metrics.bytes_out.inc_by(body.len() as u64);
-            return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
-        }
-        if held.is_none() {
-            if s.held.fetch_add(1, Ordering::Relaxed) >= s.cfg.max_held {
-                s.held.fetch_sub(1, Ordering::Relaxed);
-                return Err(ApiError::busy("too many held pulls; retry shortly"));
+            let next = (tokio::time::Instant::now() + heartbeat).min(hold.deadline);
+            let end = tokio::select! {
+                r = hold.until(next) => r,
+                _ = tx.closed() => return,
+            };
+            match end {
+                Ok(None) => {}
+                Ok(Some(body)) => {
+                    let _ = tx.send(body).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(e.body()).await;
+                    return;
+                }
             }
-            s.metrics.held.inc();
-            held = Some(Held(&s));
         }
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.changed() => {}
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|b| b.map(Ok::<_, Infallible>)));
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response();
+    resp.extensions_mut().insert(Streamed);
+    Ok(resp)
+}
+
+/// A pull being held: re-read whenever the team's log moves, until there
+/// is something to say, the deadline, or shutdown.
+struct Hold {
+    s: AppState,
+    team: TeamId,
+    cursor: Option<Cursor>,
+    deadline: tokio::time::Instant,
+    changes: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    held: Option<Held>,
+}
+
+impl Hold {
+    fn new(s: AppState, team: TeamId, cursor: Option<Cursor>, deadline: tokio::time::Instant) -> Self {
+        // Subscribe before the first read, so a change between a read and
+        // the wait still wakes us.
+        let mut changes = s.hub.subscribe(&team);
+        changes.borrow_and_update();
+        let shutdown = s.shutdown.clone();
+        Hold { s, team, cursor, deadline, changes, shutdown, held: None }
+    }
+
+    /// The answer's body, or None when `at` came with nothing to say.
+    async fn until(&mut self, at: tokio::time::Instant) -> Result<Option<Bytes>, ApiError> {
+        loop {
+            let s = &self.s;
+            let (store, lim, t, c) = (s.store.clone(), s.cfg.pull_limits, self.team.clone(), self.cursor.clone());
+            let answer =
+                blocking(move || Ok(store.run(&t, false, |tx| Ok(core::pull(tx, c.as_ref(), &lim)))?.0)).await?;
+            let resp = match answer {
+                Ok(r) => r,
+                Err(PullError::Refetch { cursor, why }) => {
+                    return Err(ApiError::new(
+                        StatusCode::GONE,
+                        "refetch",
+                        format!("cursor {cursor} can no longer be served ({why}); pull again without a cursor"),
+                    ));
+                }
+                Err(PullError::Store(e)) => return Err(e.into()),
+            };
+            let now = tokio::time::Instant::now();
+            let idle = resp.changes.is_empty() && resp.snapshots.is_empty() && resp.up_to_date;
+            if !idle || now >= self.deadline || *self.shutdown.borrow() {
+                let body = serde_json::to_vec(&resp).map_err(|e| StoreError::new(e.to_string()))?;
+                s.metrics.bytes_out.inc_by(body.len() as u64);
+                return Ok(Some(body.into()));
+            }
+            if now >= at {
+                return Ok(None);
+            }
+            if self.held.is_none() {
+                if s.held.fetch_add(1, Ordering::Relaxed) >= s.cfg.max_held {
+                    s.held.fetch_sub(1, Ordering::Relaxed);
+                    return Err(ApiError::busy("too many held pulls; retry shortly"));
+                }
+                s.metrics.held.inc();
+                self.held = Some(Held(s.clone()));
+            }
+            tokio::select! {
+                _ = self.changes.changed() => {}
+                _ = tokio::time::sleep_until(at.min(self.deadline)) => {}
+                _ = self.shutdown.changed() => {}
+            }
         }
+    }
+}
+
+/// Counts a held pull for as long as it is held.
+struct Held(AppState);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.held.dec();
     }
 }
