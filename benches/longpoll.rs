@@ -36,6 +36,16 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// CPU time (user + system) a process has used.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after_name.split(' ').skip(11).take(2).map(|v| v.parse().unwrap()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis((f[0] + f[1]) * 1000 / hz)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -76,7 +86,9 @@ fn main() {
             if after.is_none() {
                 ops.push(json!({"op": "create", "created": 1, "env": {}}));
             }
-            ops.push(json!({"op": "append", "after": after, "message": {"id": msg, "role": "user", "content": "hello"}}));
+            ops.push(
+                json!({"op": "append", "after": after, "message": {"id": msg, "role": "user", "content": "hello"}}),
+            );
             let body = json!({"clientId": "c-bench", "mutations": [{"id": id, "threadId": "T-poll", "ops": ops}]});
             let (http, url, token) = (http.clone(), format!("{base}/v1/push"), token.clone());
             async move {
@@ -132,6 +144,7 @@ fn main() {
             idle_rss as f64 / 1024.0
         );
 
+        let (server_cpu, own_cpu) = (cpu(pid), cpu(std::process::id()));
         let pushed = Instant::now();
         push(2, Some("m-1"), "m-2").await;
         let mut took = Vec::with_capacity(n);
@@ -140,11 +153,17 @@ fn main() {
             took.push(at.unwrap().saturating_duration_since(pushed));
         }
         took.sort();
+        let (server_cpu, own_cpu) = (cpu(pid) - server_cpu, cpu(std::process::id()) - own_cpu);
         println!(
             "one push answers {n} held pulls: p50 {:.0} ms, p99 {:.0} ms, all {:.0} ms",
             pct(&took, 0.5),
             pct(&took, 0.99),
             took[n - 1].as_secs_f64() * 1e3
+        );
+        println!(
+            "  CPU meanwhile: server {} ms, this process (reading the {n} answers) {} ms, on 2 cores",
+            server_cpu.as_millis(),
+            own_cpu.as_millis()
         );
     });
     let _ = server.kill();

@@ -111,7 +111,7 @@ pub struct Change {
 /// Where a pull resumes. `Log(n)`: after change n of the team's log.
 /// `Snapshot`: paging through whole threads (a first sync, or a refetch),
 /// after which the log is read from `head`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Cursor {
     Log(u64),
     Snapshot { head: u64, after: Option<ThreadId> },

@@ -100,6 +100,7 @@ pub struct AppState {
     held: Arc<AtomicUsize>,
     /// Teams whose logs grew since they were last compacted.
     grown: Arc<Mutex<HashSet<TeamId>>>,
+    reads: Arc<pull::SharedReads>,
 }
 
 impl AppState {
@@ -113,6 +114,7 @@ impl AppState {
             shutdown,
             held: Arc::new(AtomicUsize::new(0)),
             grown: Arc::default(),
+            reads: Arc::default(),
         }
     }
 

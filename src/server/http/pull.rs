@@ -2,8 +2,8 @@
 //! when there are none yet; the `Hub` wakes held pulls.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use std::convert::Infallible;
@@ -27,34 +27,45 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/pull", get(pull))
 }
 
-/// Wakes held pulls: one watch channel per team carrying its log head.
+/// Wakes held pulls: one watch channel per team carrying what its held
+/// pulls have been told.
 #[derive(Default)]
 pub struct Hub {
-    teams: Mutex<HashMap<TeamId, watch::Sender<u64>>>,
+    teams: Mutex<HashMap<TeamId, watch::Sender<Told>>>,
+}
+
+/// The newest log head announced for a team, and how many times every
+/// pull was told to read again whatever the head (after notifications may
+/// have been missed). Reads are shared between pulls told the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Told {
+    head: u64,
+    rereads: u64,
 }
 
 impl Hub {
-    pub fn subscribe(&self, team: &TeamId) -> watch::Receiver<u64> {
+    pub fn subscribe(&self, team: &TeamId) -> watch::Receiver<Told> {
         let mut teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());
-        teams.entry(team.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+        teams.entry(team.clone()).or_insert_with(|| watch::channel(Told::default()).0).subscribe()
     }
 
     pub fn notify(&self, team: &TeamId, head: u64) {
         let teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = teams.get(team) {
-            tx.send_if_modified(|h| {
-                let newer = head > *h;
-                *h = (*h).max(head);
+            tx.send_if_modified(|t| {
+                let newer = head > t.head;
+                t.head = t.head.max(head);
                 newer
             });
         }
     }
 
-    /// Wakes every held pull (e.g. after missing notifications): each re-reads.
+    /// Wakes every held pull (e.g. after missing notifications): each reads
+    /// the store again.
     pub fn wake_all(&self) {
         let teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());
         for tx in teams.values() {
-            tx.send_modify(|_| {});
+            tx.send_modify(|t| t.rereads += 1);
         }
     }
 }
@@ -122,6 +133,51 @@ async fn pull(
     Ok(resp)
 }
 
+/// What a read of the log answers a pull (the same for every pull of the
+/// team at that cursor and head).
+#[derive(Clone)]
+enum Answer {
+    Body { idle: bool, body: Bytes },
+    Refetch(String),
+}
+
+/// One read of a team's log at one cursor, as of one head, shared.
+struct Slot {
+    told: Told,
+    answer: tokio::sync::OnceCell<Answer>,
+}
+
+/// Pulls of one team at one cursor that one push wakes share one read of
+/// the store and one serialised answer (as a CDN collapses requests): the
+/// answer depends only on the team, the cursor and the log's head, and a
+/// read shared by pulls told the same began after they were told. A slot
+/// lives while a pull that read through it is held.
+#[derive(Default)]
+pub(super) struct SharedReads {
+    slots: Mutex<HashMap<(TeamId, Option<Cursor>), Weak<Slot>>>,
+    /// The map's size after the last sweep of dead slots.
+    swept: std::sync::atomic::AtomicUsize,
+}
+
+impl SharedReads {
+    fn slot(&self, team: &TeamId, cursor: &Option<Cursor>, told: Told) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (team.clone(), cursor.clone());
+        if let Some(slot) = slots.get(&key).and_then(Weak::upgrade)
+            && slot.told == told
+        {
+            return slot;
+        }
+        let slot = Arc::new(Slot { told, answer: tokio::sync::OnceCell::new() });
+        slots.insert(key, Arc::downgrade(&slot));
+        if slots.len() > 2 * self.swept.load(Ordering::Relaxed).max(64) {
+            slots.retain(|_, w| w.strong_count() > 0);
+            self.swept.store(slots.len(), Ordering::Relaxed);
+        }
+        slot
+    }
+}
+
 /// A pull being held: re-read whenever the team's log moves, until there
 /// is something to say, the deadline, or shutdown.
 struct Hold {
@@ -129,45 +185,38 @@ struct Hold {
     team: TeamId,
     cursor: Option<Cursor>,
     deadline: tokio::time::Instant,
-    changes: watch::Receiver<u64>,
+    changes: watch::Receiver<Told>,
     shutdown: watch::Receiver<bool>,
     held: Option<Held>,
+    /// The read this pull last used, kept for the pulls woken with it.
+    read: Option<Arc<Slot>>,
 }
 
 impl Hold {
     fn new(s: AppState, team: TeamId, cursor: Option<Cursor>, deadline: tokio::time::Instant) -> Self {
         // Subscribe before the first read, so a change between a read and
         // the wait still wakes us.
-        let mut changes = s.hub.subscribe(&team);
-        changes.borrow_and_update();
+        let changes = s.hub.subscribe(&team);
         let shutdown = s.shutdown.clone();
-        Hold { s, team, cursor, deadline, changes, shutdown, held: None }
+        Hold { s, team, cursor, deadline, changes, shutdown, held: None, read: None }
     }
 
     /// The answer's body, or None when `at` came with nothing to say.
     async fn until(&mut self, at: tokio::time::Instant) -> Result<Option<Bytes>, ApiError> {
         loop {
             let s = &self.s;
-            let (store, lim, t, c) = (s.store.clone(), s.cfg.pull_limits, self.team.clone(), self.cursor.clone());
-            let answer =
-                blocking(move || Ok(store.run(&t, false, |tx| Ok(core::pull(tx, c.as_ref(), &lim)))?.0)).await?;
-            let resp = match answer {
-                Ok(r) => r,
-                Err(PullError::Refetch { cursor, why }) => {
-                    return Err(ApiError::new(
-                        StatusCode::GONE,
-                        "refetch",
-                        format!("cursor {cursor} can no longer be served ({why}); pull again without a cursor"),
-                    ));
-                }
-                Err(PullError::Store(e)) => return Err(e.into()),
+            let told = *self.changes.borrow_and_update();
+            let slot = s.reads.slot(&self.team, &self.cursor, told);
+            let answer = slot.answer.get_or_try_init(|| self.read()).await?.clone();
+            self.read = Some(slot);
+            let (idle, body) = match answer {
+                Answer::Body { idle, body } => (idle, body),
+                Answer::Refetch(message) => return Err(ApiError::new(StatusCode::GONE, "refetch", message)),
             };
             let now = tokio::time::Instant::now();
-            let idle = resp.changes.is_empty() && resp.snapshots.is_empty() && resp.up_to_date;
             if !idle || now >= self.deadline || *self.shutdown.borrow() {
-                let body = serde_json::to_vec(&resp).map_err(|e| StoreError::new(e.to_string()))?;
                 s.metrics.bytes_out.inc_by(body.len() as u64);
-                return Ok(Some(body.into()));
+                return Ok(Some(body));
             }
             if now >= at {
                 return Ok(None);
@@ -185,6 +234,26 @@ impl Hold {
                 _ = tokio::time::sleep_until(at.min(self.deadline)) => {}
                 _ = self.shutdown.changed() => {}
             }
+        }
+    }
+}
+
+impl Hold {
+    /// Reads the log for this pull's team and cursor.
+    async fn read(&self) -> Result<Answer, ApiError> {
+        let s = &self.s;
+        let (store, lim, t, c) = (s.store.clone(), s.cfg.pull_limits, self.team.clone(), self.cursor.clone());
+        let answer = blocking(move || Ok(store.run(&t, false, |tx| Ok(core::pull(tx, c.as_ref(), &lim)))?.0)).await?;
+        match answer {
+            Ok(resp) => {
+                let idle = resp.changes.is_empty() && resp.snapshots.is_empty() && resp.up_to_date;
+                let body = serde_json::to_vec(&resp).map_err(|e| StoreError::new(e.to_string()))?;
+                Ok(Answer::Body { idle, body: body.into() })
+            }
+            Err(PullError::Refetch { cursor, why }) => Ok(Answer::Refetch(format!(
+                "cursor {cursor} can no longer be served ({why}); pull again without a cursor"
+            ))),
+            Err(PullError::Store(e)) => Err(e.into()),
         }
     }
 }
