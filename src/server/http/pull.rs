@@ -141,6 +141,9 @@ enum Answer {
     Refetch(String),
 }
 
+/// Whose reads are shared: one team at one cursor.
+type ReadKey = (TeamId, Option<Cursor>);
+
 /// One read of a team's log at one cursor, as of one head, shared.
 struct Slot {
     told: Told,
@@ -154,7 +157,7 @@ struct Slot {
 /// lives while a pull that read through it is held.
 #[derive(Default)]
 pub(super) struct SharedReads {
-    slots: Mutex<HashMap<(TeamId, Option<Cursor>), Weak<Slot>>>,
+    slots: Mutex<HashMap<ReadKey, Weak<Slot>>>,
     /// The map's size after the last sweep of dead slots.
     swept: std::sync::atomic::AtomicUsize,
 }
