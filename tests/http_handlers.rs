@@ -12,7 +12,7 @@ use tower::ServiceExt;
 
 use threadsync::server::TeamId;
 use threadsync::server::http::{AppState, ServerConfig, router};
-use threadsync::server::store::{MemStore, Store, token_hash};
+use threadsync::server::store::{MemStore, Store, StoreExt, token_hash};
 
 struct App {
     state: AppState,
@@ -334,6 +334,38 @@ async fn a_long_held_pull_sends_a_byte_every_heartbeat_then_its_answer() {
     got.extend_from_slice(&rest.unwrap());
     let v: Value = serde_json::from_slice(&got).unwrap();
     assert_eq!(v["changes"][0]["message"]["id"], "m2");
+}
+
+#[tokio::test]
+async fn held_pulls_share_a_read_yet_a_missed_notification_is_read_again() {
+    let a = app(ServerConfig::default());
+    a.push(TOKEN_A, create_and_append("c1", 1, "T-1", "m1")).await;
+    // Several pulls at one cursor, woken by one push: each gets the change.
+    let held: Vec<_> = (0..5).map(|_| held_pull(a.state.clone(), "/v1/pull?cursor=2&wait=20")).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let push = json!({"clientId": "c2", "mutations": [{"id": 1, "threadId": "T-1", "ops": [
+        {"op": "append", "after": "m1", "message": {"id": "m2", "role": "user", "content": "x"}}]}]});
+    a.push(TOKEN_A, push.to_string()).await;
+    for h in held {
+        let (_, v) = h.await.unwrap();
+        assert_eq!(v["changes"][0]["message"]["id"], "m2");
+    }
+    // A change the hub never heard of (another server's notification lost):
+    // pulls that shared an idle read read again when told to.
+    let held: Vec<_> = (0..3).map(|_| held_pull(a.state.clone(), "/v1/pull?cursor=3&wait=20")).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let req: threadsync::wire::PushRequest = serde_json::from_value(json!({"clientId": "c3", "mutations": [
+        {"id": 1, "threadId": "T-1", "ops": [
+            {"op": "append", "after": "m2", "message": {"id": "m3", "role": "user", "content": "y"}}]}]}))
+    .unwrap();
+    let team = TeamId::new("a").unwrap();
+    a.state.store.run(&team, true, |tx| threadsync::server::push(tx, &req, &Default::default())).unwrap();
+    a.state.hub.wake_all();
+    for h in held {
+        let (took, v) = h.await.unwrap();
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(v["changes"][0]["message"]["id"], "m3", "{v}");
+    }
 }
 
 #[tokio::test]
