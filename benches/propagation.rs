@@ -4,7 +4,8 @@
 //! binary with `poll: fixed:5`), in one run. Then an idle sidecar's request
 //! rate and a sidecar's memory with 1,000 threads.
 //!
-//! `cargo bench --bench propagation`
+//! `cargo bench --bench propagation` (`THREADSYNC_BENCH_ONLY=50`: long-poll
+//! with 50 sidecars only; `THREADSYNC_BENCH_DETAIL=1`: round by round).
 
 #[path = "../tests/common/lsp_harness.rs"]
 mod lsp_harness;
@@ -39,21 +40,37 @@ fn latencies(root: &Path, server: &Server, token: &str, n: usize, poll: &str, ro
         c.notes.clear();
     }
     let mut all = Vec::new();
+    let detail = std::env::var("THREADSYNC_BENCH_DETAIL").is_ok();
     for round in 1..=rounds {
         let sent = epoch().elapsed();
         cars[0].ok(
             "threadsync/appendMessage",
             json!({ "threadId": id, "role": "user", "content": format!("round {round}") }),
         );
+        let answered = epoch().elapsed().saturating_sub(sent);
+        let mut this = Vec::new();
         for c in cars.iter_mut().skip(1) {
             let note = c.wait_note("threadUpdated", Duration::from_secs(30), |m| {
                 m["method"] == "threadsync/threadUpdated"
                     && m["params"]["threadId"] == id.as_str()
                     && m["params"]["messageCount"] == round
             });
-            all.push(received(&note).saturating_sub(sent));
+            this.push(received(&note).saturating_sub(sent));
             c.notes.clear();
         }
+        if detail {
+            let mut sorted = this.clone();
+            sorted.sort();
+            let slowest = this.iter().enumerate().max_by_key(|(_, d)| **d).map(|(i, _)| i + 1).unwrap_or(0);
+            println!(
+                "    round {round}: append answered {:.1} ms, first {:.1} ms, median {:.1} ms, last {:.1} ms (car {slowest})",
+                answered.as_secs_f64() * 1e3,
+                sorted[0].as_secs_f64() * 1e3,
+                sorted[sorted.len() / 2].as_secs_f64() * 1e3,
+                sorted[sorted.len() - 1].as_secs_f64() * 1e3
+            );
+        }
+        all.extend(this);
         // Let the system go idle between rounds, as a human-paced chat would.
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -74,6 +91,16 @@ fn main() {
     let token = server.token("bench");
 
     println!("propagation latency, client A appends -> other clients' threadUpdated:");
+    if let Ok(n) = std::env::var("THREADSYNC_BENCH_ONLY").map(|n| n.parse::<usize>().expect("a number of sidecars")) {
+        // One size, long-poll only, round by round.
+        let lp = latencies(&root, &server, &token, n, "longpoll", 10);
+        println!(
+            "  {n:>2} sidecars  long-poll p50 {:>7.1} ms  p99 {:>7.1} ms",
+            percentile(&lp, 0.5).as_secs_f64() * 1e3,
+            percentile(&lp, 0.99).as_secs_f64() * 1e3
+        );
+        return;
+    }
     for n in [10, 50] {
         let lp = latencies(&root, &server, &token, n, "longpoll", 10);
         let fx = latencies(&root, &server, &token, n, "fixed:5", 3);
@@ -103,7 +130,7 @@ fn main() {
     let pulls = metric(&server, "threadsync_http_requests_total{route=\"/v1/pull\"") - pulls0;
     let pushes = metric(&server, "threadsync_http_requests_total{route=\"/v1/push\"") - pushes0;
     println!(
-        "idle sidecar over {:.0} s: {pulls} pulls (each held up to 25 s), {pushes} pushes, {cpu} CPU ticks",
+        "idle sidecar over {:.0} s: {pulls} pulls (each held up to 240 s), {pushes} pushes, {cpu} CPU ticks",
         start.elapsed().as_secs_f64()
     );
 

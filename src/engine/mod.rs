@@ -79,9 +79,9 @@ pub struct EngineConfig {
     pub debounce_max_wait: Duration,
     /// Collection window of a batch.
     pub batch_window: Duration,
-    /// A change made when nothing was pushed for a whole window goes at once
-    /// (leading edge); the changes after it are collected in the window as
-    /// usual. Saves a lone message the window's latency.
+    /// A change made when no push is out goes at once (leading edge); the
+    /// changes made while one is out are collected in the window as usual.
+    /// Saves a lone message the window's latency.
     pub flush_when_idle: bool,
     /// At most this many threads per push (the monitor may lower it).
     pub max_batch_threads: usize,
@@ -1773,8 +1773,11 @@ impl SyncEngine {
         if self.batch_at.is_some() {
             return;
         }
-        let quiet = self.lanes.iter().all(|l| l.inflight.is_none() && l.outstanding.is_empty())
-            && self.last_push.is_none_or(|t| now.saturating_since(t) >= self.cfg.batch_window);
+        // Nothing on the wire: the change goes now, however recent the last
+        // push (a reply that follows a message closely must not wait out a
+        // window); changes made while a push is out collect until the
+        // window ends or it is answered.
+        let quiet = self.lanes.iter().all(|l| l.inflight.is_none() && l.outstanding.is_empty());
         self.batch_at = Some(if self.cfg.flush_when_idle && quiet { now } else { now + self.cfg.batch_window });
     }
 
