@@ -557,3 +557,45 @@ fn postgres_database_from_before_migrations() {
     };
     an_existing_database_is_migrated_in_place(&schema.url, history);
 }
+
+/// One large push does not leave the server several times larger for good
+/// (the allocator is told to give back what the push freed).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_push_gives_its_memory_back() {
+    let dir = common::TempDir::new("bigpush");
+    let db = format!("sqlite://{}", dir.0.join("db.sqlite").display());
+    let s = Server::start(&db, &[]);
+    let tok = token(&db, "t");
+    let c = client();
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(push(&c, &s, &tok, &append("c1", 1, "T-big", "m0", None, true)).0, StatusCode::OK);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = rss();
+    let chunk = "0123456789abcdef".repeat(1 << 6); // 1 KiB
+    let ops: Vec<Value> = (1..=28_000)
+        .map(|i| {
+            let after = format!("m{}", i - 1);
+            json!({"op": "append", "after": after, "message": {"id": format!("m{i}"), "role": "user", "content": chunk}})
+        })
+        .collect();
+    let body = json!({"clientId": "c1", "mutations": [{"id": 2, "threadId": "T-big", "ops": ops}]});
+    let (status, v) = push(&c, &s, &tok, &body);
+    assert_eq!(status, StatusCode::OK, "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss();
+    // Without giving it back: ~43 MB more, for good.
+    assert!(after < idle + 24 * 1024, "RSS {idle} KiB idle, {after} KiB after a 28 MiB push");
+    assert_eq!(message_ids(&c, &s, &tok, "T-big").len(), 28_001);
+}
