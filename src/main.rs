@@ -42,25 +42,25 @@ enum Command {
         max_message: usize,
         /// Seconds a client may take to send a request's headers (or stay
         /// idle between requests), or between two pieces of its body.
-        #[arg(long, env = "THREADSYNC_READ_TIMEOUT", default_value_t = 30.0)]
-        read_timeout: f64,
+        #[arg(long, env = "THREADSYNC_READ_TIMEOUT", default_value = "30", value_parser = seconds)]
+        read_timeout: Duration,
         /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for requests in flight.
-        #[arg(long, env = "THREADSYNC_SHUTDOWN_GRACE", default_value_t = 10.0)]
-        shutdown_grace: f64,
+        #[arg(long, env = "THREADSYNC_SHUTDOWN_GRACE", default_value = "10", value_parser = seconds)]
+        shutdown_grace: Duration,
         /// Changes of each team's log kept by compaction; a client whose
         /// cursor is older pulls whole threads again.
         #[arg(long, env = "THREADSYNC_KEEP_CHANGES", default_value_t = 100_000)]
         keep_changes: u64,
         /// Seconds between compactions of the logs that grew.
-        #[arg(long, env = "THREADSYNC_COMPACT_EVERY", default_value_t = 600.0)]
-        compact_every: f64,
+        #[arg(long, env = "THREADSYNC_COMPACT_EVERY", default_value = "600", value_parser = seconds)]
+        compact_every: Duration,
         /// Longest a pull is held, in seconds (a client asks for less).
-        #[arg(long, env = "THREADSYNC_MAX_WAIT", default_value_t = 300.0)]
-        max_wait: f64,
+        #[arg(long, env = "THREADSYNC_MAX_WAIT", default_value = "300", value_parser = seconds)]
+        max_wait: Duration,
         /// Seconds between the keep-alive bytes of a held pull (under the
         /// idle timeout of any proxy between clients and the server).
-        #[arg(long, env = "THREADSYNC_HEARTBEAT", default_value_t = 20.0)]
-        heartbeat: f64,
+        #[arg(long, env = "THREADSYNC_HEARTBEAT", default_value = "20", value_parser = seconds)]
+        heartbeat: Duration,
     },
     /// Manages bearer tokens (each maps to one team).
     Token {
@@ -124,24 +124,6 @@ fn main() -> ExitCode {
                 Ok(db) => db,
                 Err(e) => return fail(&e),
             };
-            let secs = |what: &str, v: f64| {
-                Duration::try_from_secs_f64(v)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("--{what} must be a positive number of seconds, not {v}"))
-            };
-            let durations = [
-                secs("read-timeout", read_timeout),
-                secs("shutdown-grace", shutdown_grace),
-                secs("compact-every", compact_every),
-                secs("max-wait", max_wait),
-                secs("heartbeat", heartbeat),
-            ];
-            let [read_timeout, shutdown_grace, compact_every, max_wait, heartbeat] =
-                match durations.into_iter().collect::<Result<Vec<_>, _>>() {
-                    Ok(d) => <[Duration; 5]>::try_from(d).expect("five"),
-                    Err(e) => return fail(&e),
-                };
             let mut cfg = ServerConfig {
                 max_body,
                 read_timeout,
@@ -172,6 +154,16 @@ fn main() -> ExitCode {
         Command::Lsp { stdio: _ } => threadsync::lsp::run(),
         Command::Check { files } => check(&files),
     }
+}
+
+/// A positive number of seconds (fractions allowed), for `serve`'s timings.
+fn seconds(v: &str) -> Result<Duration, String> {
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{v:?} is not a positive number of seconds"))
 }
 
 fn fail(e: &str) -> ExitCode {

@@ -104,12 +104,13 @@ pub struct Client<S, F> {
     pub files: F,
     /// Keep a copy of every save and write performed (tests look at them).
     pub record: bool,
-    /// What a step learnt about its own files and nothing else (the stamp
-    /// and contents of a file it just wrote), not committed yet: it goes in
-    /// with the next transaction, or when the sidecar settles. Losing it is
-    /// a crash between a write and its stamp, which recovery handles (the
-    /// file is read again and our lines recognised); no network effect
-    /// depends on it. It saves a transaction per change.
+    /// What a step learnt about thread files and nothing else (a file's new
+    /// stamp and what it is known to hold, as after our own write), not
+    /// committed yet: it goes in with the next transaction, before a thread
+    /// is loaded from the store, or when the sidecar settles. Losing it is a
+    /// crash before it was saved, which recovery handles (the file is read
+    /// again from the older stamp and what it shows recognised); no network
+    /// effect depends on it. It saves a transaction per change.
     deferred: Vec<Save>,
 }
 

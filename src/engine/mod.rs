@@ -515,8 +515,6 @@ pub struct SyncEngine {
     next_req: ReqId,
     next_seq: u64,
     last_sync: Option<Time>,
-    /// When the last push was sent (for the idle leading edge).
-    last_push: Option<Time>,
     /// Pushes large enough to show progress, by request.
     uploads: BTreeSet<ReqId>,
     actions: VecDeque<Action>,
@@ -579,7 +577,6 @@ impl SyncEngine {
             next_req: 1,
             next_seq: restored.next_seq.max(1),
             last_sync: None,
-            last_push: None,
             uploads: BTreeSet::new(),
             actions: VecDeque::new(),
             cfg,
@@ -1890,7 +1887,6 @@ impl SyncEngine {
     }
 
     fn send(&mut self, now: Time, li: usize) {
-        self.last_push = Some(now);
         let req = self.next_req;
         self.next_req += 1;
         let lane = &mut self.lanes[li];
