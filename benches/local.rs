@@ -85,13 +85,6 @@ fn proc_io(pid: u32, key: &str) -> u64 {
     s.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))?.trim().parse().ok()).unwrap()
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 =
-        s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches("kB").trim().parse().ok()).unwrap();
-    kb / 1024.0
-}
-
 /// A sidecar whose traffic to the server goes through a counting proxy.
 struct Counted {
     car: Sidecar,
@@ -264,7 +257,7 @@ fn memory(root: &Path, server: &Server, n: usize) -> (f64, Duration) {
     }
     let took = start.elapsed();
     std::thread::sleep(Duration::from_secs(3));
-    (rss_mb(c.car.child.id()), took)
+    (rss_kib(c.car.child.id()) as f64 / 1024.0, took)
 }
 
 fn main() {

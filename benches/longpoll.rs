@@ -9,10 +9,12 @@
 //! Both processes raise their open-file limit to the hard limit (here
 //! 20,000: one descriptor per connection on each side).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+#[path = "../tests/common/lsp_harness.rs"]
+mod lsp_harness;
+
 use std::time::{Duration, Instant};
 
+use lsp_harness::{Server, cpu_time, rss_kib};
 use serde_json::{Value, json};
 
 fn raise_nofile() {
@@ -27,25 +29,6 @@ fn raise_nofile() {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// CPU time (user + system) a process has used.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = after_name.split(' ').skip(11).take(2).map(|v| v.parse().unwrap()).collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis((f[0] + f[1]) * 1000 / hz)
-}
-
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -57,26 +40,10 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("threadsync-bench-longpoll-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}", dir.join("server.sqlite").display());
-    let bin = env!("CARGO_BIN_EXE_threadsync");
-    let out = Command::new(bin).args(["token", "create", "--team", "bench", "--db", &db]).output().unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut server = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db", &db])
-        .env("THREADSYNC_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = server.id();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(a) = line.split("addr=").nth(1) {
-            break a.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let base = format!("http://{addr}");
+    let server = Server::start(&dir);
+    let token = server.token("bench");
+    let pid = server.child.id();
+    let base = server.url();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
@@ -144,7 +111,7 @@ fn main() {
             idle_rss as f64 / 1024.0
         );
 
-        let (server_cpu, own_cpu) = (cpu(pid), cpu(std::process::id()));
+        let (server_cpu, own_cpu) = (cpu_time(pid), cpu_time(std::process::id()));
         let pushed = Instant::now();
         push(2, Some("m-1"), "m-2").await;
         let mut took = Vec::with_capacity(n);
@@ -153,7 +120,7 @@ fn main() {
             took.push(at.unwrap().saturating_duration_since(pushed));
         }
         took.sort();
-        let (server_cpu, own_cpu) = (cpu(pid) - server_cpu, cpu(std::process::id()) - own_cpu);
+        let (server_cpu, own_cpu) = (cpu_time(pid) - server_cpu, cpu_time(std::process::id()) - own_cpu);
         println!(
             "one push answers {n} held pulls: p50 {:.0} ms, p99 {:.0} ms, all {:.0} ms",
             pct(&took, 0.5),
@@ -166,7 +133,6 @@ fn main() {
             own_cpu.as_millis()
         );
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

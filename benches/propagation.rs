@@ -124,13 +124,13 @@ fn main() {
     );
     let window = Duration::from_secs(60);
     let start = Instant::now();
-    let cpu0 = cpu_ticks(idle.child.id());
+    let cpu0 = cpu_time(idle.child.id());
     std::thread::sleep(window);
-    let cpu = cpu_ticks(idle.child.id()) - cpu0;
+    let cpu = (cpu_time(idle.child.id()) - cpu0).as_millis();
     let pulls = metric(&server, "threadsync_http_requests_total{route=\"/v1/pull\"") - pulls0;
     let pushes = metric(&server, "threadsync_http_requests_total{route=\"/v1/push\"") - pushes0;
     println!(
-        "idle sidecar over {:.0} s: {pulls} pulls (each held up to 240 s), {pushes} pushes, {cpu} CPU ticks",
+        "idle sidecar over {:.0} s: {pulls} pulls (each held up to 240 s), {pushes} pushes, {cpu} ms of CPU",
         start.elapsed().as_secs_f64()
     );
 
@@ -156,19 +156,4 @@ fn main() {
     drop(big);
     drop(idle);
     let _ = std::fs::remove_dir_all(&root);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }

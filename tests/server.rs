@@ -568,18 +568,7 @@ fn a_large_push_gives_its_memory_back() {
     let s = Server::start(&db, &[]);
     let tok = token(&db, "t");
     let c = client();
-    let rss = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let rss = || common::lsp_harness::rss_kib(s.child.id());
     assert_eq!(push(&c, &s, &tok, &append("c1", 1, "T-big", "m0", None, true)).0, StatusCode::OK);
     std::thread::sleep(Duration::from_millis(300));
     let idle = rss();
