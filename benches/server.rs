@@ -38,6 +38,67 @@ fn raw_sqlite(dir: &std::path::Path) -> f64 {
     MESSAGES as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The statements threadsync's SQL store runs per pushed message (probe,
+/// message row, log entry) and per push (client, thread, log head), on its
+/// own schema, straight through rusqlite: no HTTP, no JSON, no decisions.
+/// What the schema itself costs, as a second baseline.
+fn raw_schema(dir: &std::path::Path, batch: usize) -> f64 {
+    let path = dir.join(format!("schema-{batch}.sqlite"));
+    drop(threadsync::server::sqlite::SqliteStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    let body = serde_json::to_string(&json!({"id": "m", "role": "user", "content": "x".repeat(1024)})).unwrap();
+    conn.execute("INSERT INTO threads VALUES ('t', 'T', 0, 1, '', '{}', 0, NULL)", []).unwrap();
+    let start = Instant::now();
+    let (mut n, mut seq) = (0usize, 0i64);
+    while n < MESSAGES {
+        let tx = conn.unchecked_transaction().unwrap();
+        tx.query_row("SELECT last_mutation FROM clients WHERE team = 't' AND client = 'c'", [], |_| Ok(())).ok();
+        tx.query_row(
+            "SELECT version, title, env, len, last_id FROM threads WHERE team = 't' AND thread = 'T'",
+            [],
+            |_| Ok(()),
+        )
+        .unwrap();
+        tx.query_row("SELECT head_seq, floor_seq FROM teams WHERE team = 't'", [], |_| Ok(())).ok();
+        for _ in 0..batch {
+            let id = format!("m-{}", ulid::Ulid::new());
+            let mut probe = tx
+                .prepare_cached(
+                    "SELECT pos, after, body, deleted FROM messages WHERE team = 't' AND thread = 'T' AND id = ?1",
+                )
+                .unwrap();
+            assert!(!probe.exists([&id]).unwrap());
+            tx.prepare_cached("INSERT INTO messages (team, thread, id, pos, after, deleted, body) VALUES ('t', 'T', ?1, ?2, NULL, 0, ?3)")
+                .unwrap()
+                .execute(rusqlite::params![id, n as i64, body])
+                .unwrap();
+            seq += 1;
+            let effect = json!({"effect": "insert", "index": n, "after": null, "id": id}).to_string();
+            tx.prepare_cached("INSERT INTO changes (team, seq, thread, version, effect, msg_id, author) VALUES ('t', ?1, 'T', ?1, ?2, ?3, 'c')")
+                .unwrap()
+                .execute(rusqlite::params![seq, effect, id])
+                .unwrap();
+            n += 1;
+        }
+        tx.execute("UPDATE threads SET version = ?1, len = ?1 WHERE team = 't' AND thread = 'T'", [seq]).unwrap();
+        tx.execute(
+            "INSERT INTO teams (team, head_seq) VALUES ('t', ?1) ON CONFLICT (team) DO UPDATE SET head_seq = excluded.head_seq",
+            [seq],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO clients (team, client, last_mutation) VALUES ('t', 'c', ?1)
+             ON CONFLICT (team, client) DO UPDATE SET last_mutation = excluded.last_mutation",
+            [seq],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    MESSAGES as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("threadsync-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -65,6 +126,44 @@ fn main() {
 
     let raw = raw_sqlite(&dir);
     println!("raw SQLite insert (WAL, 50 rows/tx, ULID keys): {raw:>9.0} messages/s");
+    // The floor under batch 1: requests that do nothing (an empty push is
+    // authenticated and runs its transaction, with no mutation in it).
+    let empty = {
+        let n = 4000;
+        let body = serde_json::to_vec(&json!({"clientId": "c-empty", "mutations": []})).unwrap();
+        let start = Instant::now();
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (url, token, body) = (url.clone(), token.clone(), body.clone());
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::new();
+                    for _ in 0..n / CLIENTS {
+                        let r = http
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .unwrap();
+                        assert!(r.status().is_success());
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    println!(
+        "empty pushes (HTTP, auth, one transaction):    {empty:>9.0} requests/s  ({:.2}x raw: the bound at batch 1)",
+        empty / raw
+    );
+    for batch in [1usize, 50] {
+        let schema = raw_schema(&dir, batch);
+        println!(
+            "threadsync's statements on its schema, batch {batch:>3}: {schema:>9.0} messages/s  ({:.2}x raw: the schema's bound)",
+            schema / raw
+        );
+    }
     for (round, batch) in [1usize, 10, 50, 200].into_iter().enumerate() {
         let per_client = MESSAGES / CLIENTS / batch;
         // Request bodies are built before the clock starts, so the clients

@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::merge::{ConflictInfo, Doc, OpOutcome};
-use crate::model::ThreadId;
+use crate::model::{Content, ContentHash, Message, ThreadId};
 use crate::ops::{Effect, Op};
 
 crate::model::plain_id!(
@@ -106,6 +107,53 @@ pub struct Change {
     pub version: u64,
     #[serde(flatten)]
     pub effect: Effect,
+    /// The client whose push made this change, as the server keeps it;
+    /// never sent.
+    #[serde(skip)]
+    pub author: Option<ClientId>,
+    /// On an insert pulled back by the client that pushed it (the pull
+    /// named it in `clients`): the message's content is sent as null, and
+    /// this is the content it stands for, which that client already has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elided: Option<ElidedContent>,
+}
+
+/// Content left out of a change: its hash and size (see [`Change::elided`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElidedContent {
+    pub hash: ContentHash,
+    pub size: usize,
+}
+
+impl Change {
+    pub fn new(seq: u64, thread_id: ThreadId, version: u64, effect: Effect) -> Change {
+        Change { seq, thread_id, version, effect, author: None, elided: None }
+    }
+
+    /// This change as its author pulls it back, if that differs from what
+    /// everyone else gets: an insert without its content.
+    pub fn for_author(&self) -> Option<Change> {
+        let Effect::Insert { index, after, message } = &self.effect else { return None };
+        let value = message.content.value()?;
+        if value.is_null() {
+            return None;
+        }
+        let elided = ElidedContent { hash: message.content.hash(), size: message.content.size() };
+        let message = Arc::new(Message { content: Content::new(serde_json::Value::Null), ..(**message).clone() });
+        Some(Change {
+            effect: Effect::Insert { index: *index, after: after.clone(), message },
+            elided: Some(elided),
+            ..self.clone()
+        })
+    }
+
+    /// Undoes [`Change::for_author`] on arrival: the content becomes known
+    /// by its hash alone, to be found among the client's own bodies.
+    pub fn take_elided(&mut self) {
+        if let (Some(e), Effect::Insert { message, .. }) = (self.elided.take(), &mut self.effect) {
+            Arc::make_mut(message).content = Content::elided_of(e.hash, e.size);
+        }
+    }
 }
 
 /// Where a pull resumes. `Log(n)`: after change n of the team's log.
@@ -169,6 +217,24 @@ pub struct PullResponse {
     /// True when this response reaches the head of the log: nothing more to
     /// fetch right now.
     pub up_to_date: bool,
+}
+
+impl PullResponse {
+    /// This answer as a client with these ids reads it: its own inserts
+    /// without their content, known by hash (what the HTTP layer's
+    /// `clients=` and [`Change::take_elided`] do between them). For servers
+    /// in memory (tests, the simulator).
+    pub fn as_read_by(mut self, clients: &[&ClientId]) -> PullResponse {
+        for c in &mut self.changes {
+            if c.author.as_ref().is_some_and(|a| clients.contains(&a))
+                && let Some(mut own) = c.for_author()
+            {
+                own.take_elided();
+                *c = own;
+            }
+        }
+        self
+    }
 }
 
 #[cfg(test)]

@@ -607,3 +607,55 @@ fn an_idle_sidecar_holds_one_pull_through_heartbeats() {
     b.wait_thread(&id, T, |t| t["title"] == "through the held pull");
     assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
 }
+
+/// A sidecar's own inserts come back to it without their content (it has
+/// it; the pull names its client ids): a 64 KB append costs the sidecar the
+/// push and a few hundred bytes of pull, where it used to pull the 64 KB
+/// back. Every other sidecar still gets the content.
+#[test]
+fn a_pushing_sidecar_does_not_pull_its_own_content_back() {
+    let dir = common::TempDir::new("lsp-own");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let http = reqwest::blocking::Client::new();
+    let counters = || -> (u64, u64) {
+        let text = http.get(format!("{}/metrics", server.url())).bearer_auth(&token).send().unwrap().text().unwrap();
+        let get = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().last()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (get("threadsync_push_bytes_total"), get("threadsync_pull_bytes_total"))
+    };
+    let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    let id = a.ok("threadsync/createThread", json!({ "title": "own" }))["threadId"].as_str().unwrap().to_string();
+    a.wait_status("synced", T);
+    std::thread::sleep(Duration::from_millis(500));
+    let (push0, pull0) = counters();
+    let big = "x".repeat(64 * 1024);
+    a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": big }));
+    let start = Instant::now();
+    let (push, pull) = loop {
+        let (push1, pull1) = counters();
+        if push1 - push0 > 64 * 1024 && pull1 > pull0 {
+            break (push1 - push0, pull1 - pull0);
+        }
+        assert!(start.elapsed() < T, "the append was not pushed and pulled back");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("64 KB append: {push} bytes pushed, {pull} pulled back: {:.3}x", (push + pull) as f64 / push as f64);
+    assert!(pull < 1024, "the sidecar pulled {pull} bytes back for its own 64 KB message");
+
+    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 1);
+    a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": big.replace('x', "y") }));
+    let tb = b.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 2);
+    assert_eq!(contents(&tb), [json!(big), json!(big.replace('x', "y"))], "b got the content");
+    let ta = a.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 2);
+    assert_eq!(ta["messages"], tb["messages"]);
+    for side in ["a", "b"] {
+        let file = read_thread_file(&dir.0.join(side).join("threads"), &id).unwrap();
+        assert_eq!(file["messages"], tb["messages"], "{side}'s file");
+    }
+}

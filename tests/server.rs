@@ -528,7 +528,18 @@ fn an_existing_database_is_migrated_in_place(db: &str, history: impl Fn() -> Vec
             assert_eq!(status, StatusCode::OK, "{v}");
             assert_eq!(v["cursor"], "6", "{v}");
         }
-        assert_eq!(history(), [1], "start {start}: the migrations recorded once");
+        // Its author gets the new insert back without its content; a change
+        // logged before authors were kept goes whole to everyone.
+        let (_, v) = get(&c, &s, &tok, "/v1/pull?cursor=4&clients=c-new,c-other");
+        assert!(v["changes"][0].get("elided").is_none(), "{v}");
+        let new = &v["changes"][1];
+        assert_eq!((&new["message"]["id"], &new["message"]["content"]), (&json!("m-4"), &Value::Null), "{v}");
+        assert_eq!(new["elided"]["size"], json!("\"content of m-4\"".len()), "{v}");
+        let (_, v) = get(&c, &s, &tok, "/v1/pull?cursor=5&clients=c-other");
+        assert_eq!(v["changes"][0]["message"]["content"], "content of m-4", "{v}");
+        let (status, v) = get(&c, &s, &tok, "/v1/pull?cursor=5&clients=c%20new");
+        assert_eq!((status, &v["code"]), (StatusCode::BAD_REQUEST, &json!("bad_request")), "{v}");
+        assert_eq!(history(), [1, 2], "start {start}: the migrations recorded once");
     }
 }
 

@@ -47,6 +47,11 @@ impl Bodies for MemState {
 }
 
 impl MemState {
+    /// Loses every kept body (a state restored from elsewhere), for tests.
+    pub fn forget_bodies(&mut self) {
+        self.bodies.clear();
+    }
+
     fn thread(&mut self, id: &ThreadId, kind: FileKind) -> &mut MemThread {
         self.threads.entry(id.clone()).or_insert_with(|| MemThread {
             base: Doc::empty(id.clone()),

@@ -13,16 +13,19 @@
 
 pub mod mem;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::engine::file::{FileKind, FileRead, FileWrite, Stamp, WriteResult};
 use crate::engine::state::{Bodies, Save, StoredThread};
 use crate::engine::{Action, LocalOp, LocalResult, PullOutcome, ReqId, SyncEngine};
 use crate::merge::Conflict;
-use crate::model::{MessageId, ThreadId};
+use crate::model::{Message, MessageId, ThreadId};
+use crate::ops::Effect;
 use crate::threadlog::{self, IdDeriver, LineError, Record};
 use crate::time::Time;
-use crate::wire::{Mutation, PushRequest};
+use crate::wire::{Mutation, PullResponse, PushRequest};
 
 /// Where the engine's saves go.
 pub trait StateStore: Bodies {
@@ -197,6 +200,48 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
             }
         }
         self.engine.handle_pull(now, req, outcome);
+    }
+
+    /// The messages of `resp` that came back without their content (our
+    /// own inserts) and whose content this machine does not have after all
+    /// (a kept body lost): the shell fetches them from the server and hands
+    /// them to [`Client::fill_bodies`] before handing the answer on.
+    pub fn missing_bodies(&self, resp: &PullResponse) -> Vec<(ThreadId, MessageId)> {
+        resp.changes
+            .iter()
+            .filter_map(|c| match &c.effect {
+                Effect::Insert { message, .. }
+                    if message.content.is_elided()
+                        && !self.store.has_body(&c.thread_id, &message.id, message.content.hash()) =>
+                {
+                    Some((c.thread_id.clone(), message.id.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Keeps the content fetched for [`Client::missing_bodies`] and puts it
+    /// into `resp`. The server's copy may be newer than the insert (edited
+    /// since): the edit that follows in the log agrees with it.
+    pub fn fill_bodies(&mut self, resp: &mut PullResponse, fetched: &[(ThreadId, Message)]) -> Result<(), String> {
+        let saves: Vec<Save> = fetched
+            .iter()
+            .map(|(t, m)| Save::Body { thread: t.clone(), id: m.id.clone(), content: m.content.clone() })
+            .collect();
+        if saves.is_empty() {
+            return Ok(());
+        }
+        self.store.apply(&saves, &[])?;
+        for c in &mut resp.changes {
+            if let Effect::Insert { message, .. } = &mut c.effect
+                && message.content.is_elided()
+                && let Some((_, m)) = fetched.iter().find(|(t, m)| t == &c.thread_id && m.id == message.id)
+            {
+                Arc::make_mut(message).content = m.content.clone();
+            }
+        }
+        Ok(())
     }
 
     pub fn resolve_conflict(&mut self, now: Time, id: &str, choose: crate::engine::Choice) -> Result<(), String> {

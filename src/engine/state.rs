@@ -197,6 +197,11 @@ impl StoredOp {
 pub trait Bodies {
     fn body(&self, thread: &ThreadId, id: &MessageId, hash: ContentHash) -> Option<Value>;
 
+    /// Whether [`Bodies::body`] would find it (without reading it).
+    fn has_body(&self, thread: &ThreadId, id: &MessageId, hash: ContentHash) -> bool {
+        self.body(thread, id, hash).is_some()
+    }
+
     fn load_content(&self, thread: &ThreadId, id: &MessageId, c: &Content) -> Result<Content, String> {
         if !c.is_elided() {
             return Ok(c.clone());

@@ -27,12 +27,12 @@ use crate::client::mem::{MemFiles, MemState};
 use crate::client::{Client, StepError};
 use crate::engine::state::Bodies;
 use crate::merge::{ConflictKind, Doc, Limits};
-use crate::model::{Message, MessageId, Thread, ThreadId};
+use crate::model::{ContentHash, Message, MessageId, Thread, ThreadId};
 use crate::ops::{Effect, Op};
 use crate::server::store::MemStore;
 use crate::server::{self, PullError, PullLimits, TeamId, Tx};
 use crate::time::Time;
-use crate::wire::{Cursor, MutationStatus, PushRequest, PushResponse};
+use crate::wire::{Cursor, MutationStatus, PullResponse, PushRequest, PushResponse};
 
 // ===== harness ============================================================
 
@@ -403,8 +403,30 @@ impl Harness {
     fn answer_pull(&mut self, req: ReqId) {
         let p = self.take_pull(req);
         let out = self.server_pull(p.cursor.as_ref());
+        let out = match out {
+            PullOutcome::Ok(r) => PullOutcome::Ok(self.as_read(r)),
+            other => other,
+        };
         self.client.handle_pull(self.now, req, out);
         self.drain();
+    }
+
+    /// A pull answer as the sidecar reads it: our own inserts come without
+    /// their content, which we have — or, missing, fetch from the server.
+    fn as_read(&mut self, r: PullResponse) -> PullResponse {
+        let mut r = r.as_read_by(&self.client.engine.client_ids());
+        let fetched: Vec<_> = self
+            .client
+            .missing_bodies(&r)
+            .into_iter()
+            .map(|(t, id)| {
+                let mut store = self.store.borrow_mut();
+                let (m, _) = store.tx(&self.team).kept_message(&t, &id).unwrap().expect("the server kept it");
+                (t, (*m).clone())
+            })
+            .collect();
+        self.client.fill_bodies(&mut r, &fetched).unwrap();
+        r
     }
 
     /// Answers a pull with a hand-crafted outcome.
@@ -1901,4 +1923,38 @@ fn a_file_rewritten_from_an_older_version_does_not_delete_newer_remote_messages(
     assert_eq!(contents(&a.file_of(&id)), want, "the file shows the remote message again");
     assert!(!a.server_log().iter().any(|c| matches!(c.effect, Effect::Delete { .. })), "a delete reached the server");
     a.assert_matches_server(&id);
+}
+
+// ===== our own changes, pulled back =========================================
+
+/// Our own inserts come back from the server without their content (we have
+/// it); a body lost from the store after all is fetched from the server and
+/// kept, so the file still gets the content.
+#[test]
+fn our_inserts_come_back_without_content_and_a_lost_body_is_fetched() {
+    let mut h = Harness::synced(EngineConfig::default());
+    let id = h.create_thread("own");
+    h.append(&id, json!("x".repeat(5000)));
+    let (_, req, _) = h.next_push(secs(1));
+    h.answer_push(req);
+    // What the server would answer us now: the insert, without its content.
+    let PullOutcome::Ok(r) = h.server_pull(Some(&Cursor::Log(0))) else { panic!("pull failed") };
+    let r = r.as_read_by(&h.client.engine.client_ids());
+    let insert = r.changes.iter().find_map(|c| match &c.effect {
+        Effect::Insert { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    assert!(insert.expect("our insert is in the log").content.is_elided());
+    assert!(h.client.missing_bodies(&r).is_empty(), "we have the body");
+
+    // The body is lost before the pull answers; the answer brings it back
+    // through a fetch.
+    h.client.store.forget_bodies();
+    h.run_for(secs(5));
+    let first = h.file_of(&id).messages[0].id.clone();
+    assert!(h.client.store.has_body(&id, &first, ContentHash::of(&json!("x".repeat(5000)))), "fetched and kept");
+    // A write that needs it finds it.
+    h.append(&id, json!("second"));
+    h.run_for(secs(5));
+    assert_eq!(contents(&h.file_of(&id)), [json!("x".repeat(5000)), json!("second")]);
 }

@@ -29,9 +29,9 @@ use crate::lsp::files::{self, DiskFiles};
 use crate::lsp::net::Net;
 use crate::lsp::notify;
 use crate::lsp::state::StateDb;
-use crate::model::ThreadId;
+use crate::model::{Message, MessageId, ThreadId};
 use crate::time::Time;
-use crate::wire::PushResponse;
+use crate::wire::{ClientId, PullResponse, PushResponse};
 
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 
@@ -92,6 +92,8 @@ pub enum Cmd {
     },
     Pushed(ReqId, Result<PushResponse, Failure>),
     Pulled(ReqId, PullOutcome),
+    /// A pull's answer, with the content it left out that we had lost.
+    Fetched(ReqId, PullResponse, Vec<(ThreadId, Message)>),
     Probed(ReqId, Result<(), Failure>),
     Reconfigure(Config),
 }
@@ -405,6 +407,21 @@ impl Driver {
             Cmd::Pushed(req, r) => self.client.engine.handle_push(now, req, r),
             Cmd::Pulled(req, r) => {
                 self.pulls.remove(&req);
+                if let PullOutcome::Ok(resp) = &r {
+                    let missing = self.client.missing_bodies(resp);
+                    if !missing.is_empty() {
+                        self.fetch_bodies(req, r, missing);
+                        return;
+                    }
+                }
+                self.client.handle_pull(now, req, r);
+            }
+            Cmd::Fetched(req, mut resp, fetched) => {
+                self.pulls.remove(&req);
+                let r = match self.client.fill_bodies(&mut resp, &fetched) {
+                    Ok(()) => PullOutcome::Ok(resp),
+                    Err(message) => PullOutcome::Failed(Failure::Http { status: 500, retry_after: None, message }),
+                };
                 self.client.handle_pull(now, req, r);
             }
             Cmd::Probed(req, r) => self.client.engine.handle_probe(now, req, r),
@@ -539,6 +556,34 @@ impl Driver {
         }
     }
 
+    /// Fetches the content of our own inserts that came back without it
+    /// and that this machine no longer has, then hands the pull on (or
+    /// fails it, to be retried).
+    fn fetch_bodies(&mut self, req: ReqId, r: PullOutcome, missing: Vec<(ThreadId, MessageId)>) {
+        let PullOutcome::Ok(resp) = r else { return };
+        let (net, tx) = (self.net.clone(), self.tx.clone());
+        let h = tokio::spawn(async move {
+            let mut fetched = Vec::with_capacity(missing.len());
+            for (thread, id) in missing {
+                match net.kept_message(&thread, &id, Duration::from_secs(60)).await {
+                    Ok(Some(m)) => fetched.push((thread, m)),
+                    Ok(None) => {
+                        let message = format!("the server does not have message {id} of {thread} it announced");
+                        let f = Failure::Http { status: 502, retry_after: None, message };
+                        let _ = tx.send(Cmd::Pulled(req, PullOutcome::Failed(f)));
+                        return;
+                    }
+                    Err(f) => {
+                        let _ = tx.send(Cmd::Pulled(req, PullOutcome::Failed(f)));
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(Cmd::Fetched(req, resp, fetched));
+        });
+        self.pulls.insert(req, h);
+    }
+
     async fn act(&mut self, action: Action) {
         match action {
             Action::Push { req, body, timeout } => {
@@ -559,8 +604,9 @@ impl Driver {
             }
             Action::Pull { req, cursor, wait, timeout } => {
                 let (net, tx) = (self.net.clone(), self.tx.clone());
+                let clients: Vec<ClientId> = self.client.engine.client_ids().into_iter().cloned().collect();
                 let h = tokio::spawn(async move {
-                    let r = net.pull(cursor.as_ref(), wait, timeout).await;
+                    let r = net.pull(cursor.as_ref(), wait, timeout, &clients.iter().collect::<Vec<_>>()).await;
                     let _ = tx.send(Cmd::Pulled(req, r));
                 });
                 self.pulls.insert(req, h);

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use crate::engine::PullOutcome;
 use crate::engine::retry::Failure;
 use crate::model::{Message, MessageId, ThreadId};
-use crate::wire::{Cursor, PullResponse, PushRequest, PushResponse};
+use crate::wire::{Change, ClientId, Cursor, PullResponse, PushRequest, PushResponse};
 
 #[derive(Clone)]
 pub struct Net {
@@ -44,10 +44,21 @@ impl Net {
         decode(r).await
     }
 
-    pub async fn pull(&self, cursor: Option<&Cursor>, wait: Option<Duration>, timeout: Duration) -> PullOutcome {
+    /// `clients`: this sidecar's client ids, so that what it pushed comes
+    /// back without the content it has (see `Change::elided`).
+    pub async fn pull(
+        &self,
+        cursor: Option<&Cursor>,
+        wait: Option<Duration>,
+        timeout: Duration,
+        clients: &[&ClientId],
+    ) -> PullOutcome {
         let mut query = vec![("cursor", cursor.map(|c| c.to_string()).unwrap_or_default())];
         if let Some(w) = wait {
             query.push(("wait", w.as_secs().to_string()));
+        }
+        if !clients.is_empty() {
+            query.push(("clients", clients.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")));
         }
         let url = format!("{}/v1/pull", self.server);
         let r = self.auth(self.http.get(url).query(&query).timeout(timeout)).send().await;
@@ -57,7 +68,10 @@ impl Net {
             return PullOutcome::Refetch;
         }
         match decode::<PullResponse>(r).await {
-            Ok(p) => PullOutcome::Ok(p),
+            Ok(mut p) => {
+                p.changes.iter_mut().for_each(Change::take_elided);
+                PullOutcome::Ok(p)
+            }
             // Said inside a held pull's answer (its status went out first).
             Err(Failure::Http { status: 410, .. }) => PullOutcome::Refetch,
             Err(f) => PullOutcome::Failed(f),

@@ -444,6 +444,13 @@ impl Bodies for StateDb {
     fn body(&self, thread: &ThreadId, id: &MessageId, hash: ContentHash) -> Option<Value> {
         body(&self.conn, thread, id, hash)
     }
+
+    fn has_body(&self, thread: &ThreadId, id: &MessageId, hash: ContentHash) -> bool {
+        self.conn
+            .prepare_cached("SELECT 1 FROM bodies WHERE thread = ?1 AND id = ?2 AND hash = ?3")
+            .and_then(|mut s| s.exists(params![thread.as_str(), id.as_str(), hex(hash)]))
+            .unwrap_or(false)
+    }
 }
 
 fn body(conn: &Connection, thread: &ThreadId, id: &MessageId, hash: ContentHash) -> Option<Value> {

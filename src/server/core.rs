@@ -48,8 +48,9 @@ pub trait Tx {
         keep: &mut dyn FnMut(&MessageId, Option<&MessageId>) -> bool,
     ) -> Result<usize, StoreError>;
     /// Applies `effect` to thread `t`, whose version becomes `version`, and
-    /// appends it to the team's change log. Returns the new log sequence.
-    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect) -> Result<u64, StoreError>;
+    /// appends it to the team's change log as `author`'s. Returns the new
+    /// log sequence.
+    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect, author: &ClientId) -> Result<u64, StoreError>;
     /// The sequence of the newest change, 0 if none.
     fn head_seq(&mut self) -> Result<u64, StoreError>;
     /// The oldest cursor the log can still serve (changes up to it were compacted away).
@@ -71,6 +72,7 @@ pub trait Tx {
 struct TxThread<'a, T: Tx + ?Sized> {
     tx: &'a mut T,
     thread: &'a ThreadId,
+    author: &'a ClientId,
     head: Option<Option<(u64, Head)>>,
 }
 
@@ -88,7 +90,7 @@ impl<T: Tx + ?Sized> TxThread<'_, T> {
 
     fn write(&mut self, effect: &Effect) -> Result<(), StoreError> {
         let version = self.version()? + 1;
-        self.tx.write(self.thread, version, effect)?;
+        self.tx.write(self.thread, version, effect, self.author)?;
         let cached = self.load()?;
         match (effect, cached.as_mut()) {
             (Effect::Create { env, .. }, None) => {
@@ -177,7 +179,7 @@ pub fn push<T: Tx + ?Sized>(tx: &mut T, req: &PushRequest, limits: &Limits) -> R
             });
             continue;
         }
-        let mut view = TxThread { tx: &mut *tx, thread: &m.thread_id, head: None };
+        let mut view = TxThread { tx: &mut *tx, thread: &m.thread_id, author: client, head: None };
         let mut status = MutationStatus::Applied;
         let mut reason = None;
         let mut outcomes = Vec::with_capacity(m.ops.len());

@@ -393,7 +393,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         }
     }
 
-    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect) -> Result<u64, StoreError> {
+    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect, author: &ClientId) -> Result<u64, StoreError> {
         self.probe = None;
         let team = self.team();
         let thread: Val = t.as_str().into();
@@ -472,8 +472,8 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         self.head = Some((seq, floor));
         self.dirty = true;
         self.conn.exec(
-            "INSERT INTO changes (team, seq, thread, version, effect, msg_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            &[team, seq.into(), thread, version.into(), stored.into(), msg_id],
+            "INSERT INTO changes (team, seq, thread, version, effect, msg_id, author) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &[team, seq.into(), thread, version.into(), stored.into(), msg_id, author.as_str().into()],
         )?;
         Ok(seq)
     }
@@ -488,7 +488,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
 
     fn changes_since(&mut self, after: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
         let rows = self.rows(
-            "SELECT c.seq, c.thread, c.version, c.effect, m.body FROM changes c
+            "SELECT c.seq, c.thread, c.version, c.effect, m.body, c.author FROM changes c
              LEFT JOIN messages m ON m.team = c.team AND m.thread = c.thread AND m.id = c.msg_id
              WHERE c.team = ?1 AND c.seq > ?2 ORDER BY c.seq LIMIT ?3",
             &[self.team(), after.into(), limit.into()],
@@ -499,7 +499,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
     fn thread_changes(&mut self, t: &ThreadId, after_version: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
         self.flush_threads()?;
         let rows = self.rows(
-            "SELECT c.seq, c.thread, c.version, c.effect, m.body FROM changes c
+            "SELECT c.seq, c.thread, c.version, c.effect, m.body, c.author FROM changes c
              LEFT JOIN messages m ON m.team = c.team AND m.thread = c.thread AND m.id = c.msg_id
              WHERE c.team = ?1 AND c.thread = ?2 AND c.version > ?3 ORDER BY c.version LIMIT ?4",
             &[self.team(), t.as_str().into(), after_version.into(), limit.into()],
@@ -645,7 +645,14 @@ fn decode_changes(rows: Vec<Vec<Val>>) -> Result<Vec<Change>, StoreError> {
                 obj.insert("message".into(), serde_json::from_str(&body).map_err(json_err)?);
             }
             let effect = serde_json::from_value(effect).map_err(json_err)?;
-            Ok(Change { seq, thread_id, version, effect })
+            let mut change = Change::new(seq, thread_id, version, effect);
+            change.author = r
+                .next()
+                .unwrap()
+                .opt_text()?
+                .map(|a| ClientId::new(a).map_err(|e| StoreError::new(format!("stored author: {e}"))))
+                .transpose()?;
+            Ok(change)
         })
         .collect()
 }

@@ -219,7 +219,7 @@ impl Tx for TeamData {
         })
     }
 
-    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect) -> Result<u64, StoreError> {
+    fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect, author: &ClientId) -> Result<u64, StoreError> {
         let doc = self.threads.entry(t.clone()).or_insert_with(|| Doc::empty(t.clone()));
         if let Effect::Delete { id } = effect
             && let Some(m) = doc.get(id)
@@ -229,7 +229,9 @@ impl Tx for TeamData {
         doc.apply_effect(effect).map_err(StoreError::new)?;
         debug_assert_eq!(doc.thread.v, version);
         let seq = self.log.last().map_or(self.floor, |c| c.seq) + 1;
-        self.log.push(Change { seq, thread_id: t.clone(), version, effect: effect.clone() });
+        let mut change = Change::new(seq, t.clone(), version, effect.clone());
+        change.author = Some(author.clone());
+        self.log.push(change);
         Ok(seq)
     }
 

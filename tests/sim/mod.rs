@@ -25,7 +25,7 @@ use threadsync::model::{Message, MessageId, Thread, ThreadId};
 use threadsync::server::store::MemStore;
 use threadsync::server::{self, PullError, PullLimits, TeamId};
 use threadsync::time::Time;
-use threadsync::wire::{Cursor, PushRequest, PushResponse};
+use threadsync::wire::{Cursor, PullResponse, PushRequest, PushResponse};
 
 /// Fault probabilities, per request unless said otherwise.
 #[derive(Clone, Debug)]
@@ -544,16 +544,37 @@ impl Sim {
             Resp::Push(Err(f)) | Resp::Probe(Err(f)) | Resp::Pull(PullOutcome::Failed(f)) => f.describe(),
         };
         self.trace(format!("client {c} gets #{req_id}: {what}"));
-        let cl = &mut self.clients[c];
-        if !cl.up {
+        if !self.clients[c].up {
             return;
         }
+        let resp = match resp {
+            Resp::Pull(PullOutcome::Ok(r)) => Resp::Pull(PullOutcome::Ok(self.as_author_gets(c, r))),
+            other => other,
+        };
+        let cl = &mut self.clients[c];
         match resp {
             Resp::Push(r) => cl.node.engine.handle_push(now, req_id, r),
             Resp::Pull(r) => cl.node.handle_pull(now, req_id, r),
             Resp::Probe(r) => cl.node.engine.handle_probe(now, req_id, r),
         }
         self.pump(c);
+    }
+
+    /// A pull answer as client `c` gets it over HTTP: its own inserts
+    /// without their content (the server's `clients=`), which the sidecar
+    /// finds in its state or, missing there, fetches from the server.
+    fn as_author_gets(&mut self, c: usize, r: PullResponse) -> PullResponse {
+        let node = &self.clients[c].node;
+        let mut r = r.as_read_by(&node.engine.client_ids());
+        let missing = node.missing_bodies(&r);
+        let mut fetched = Vec::new();
+        for (t, id) in missing {
+            let (m, _) =
+                server::Tx::kept_message(self.store.tx(&self.team), &t, &id).unwrap().expect("the server kept it");
+            fetched.push((t, (*m).clone()));
+        }
+        self.clients[c].node.fill_bodies(&mut r, &fetched).unwrap();
+        r
     }
 
     /// The next time anything happens.

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::{ApiError, AppState, QueryParams, Team, blocking};
 use crate::server::core::{self, PullError, StoreError, TeamId};
 use crate::server::store::StoreExt;
-use crate::wire::Cursor;
+use crate::wire::{ClientId, Cursor, PullResponse};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/pull", get(pull))
@@ -76,6 +76,23 @@ struct PullQuery {
     /// Seconds to hold the request when nothing is new (capped by the
     /// server's `max_wait`, 300 s by default).
     wait: Option<u64>,
+    /// The pulling sidecar's client ids, comma-separated: inserts they
+    /// pushed come back without the content they already have.
+    clients: Option<String>,
+}
+
+/// Parses `clients=a,b` (at most a few: a sidecar has two).
+fn client_ids(q: Option<&str>) -> Result<Vec<ClientId>, ApiError> {
+    let Some(q) = q.filter(|q| !q.is_empty()) else { return Ok(Vec::new()) };
+    let ids: Vec<&str> = q.split(',').collect();
+    if ids.len() > 8 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "clients: at most 8 client ids"));
+    }
+    ids.into_iter()
+        .map(|c| {
+            ClientId::new(c).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("clients: {e}")))
+        })
+        .collect()
 }
 
 /// Marks a streamed answer: never compressed (a compressor would hold the
@@ -92,9 +109,10 @@ async fn pull(
         Some(c) => Some(c.parse::<Cursor>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", e))?),
         None => None,
     };
+    let clients = client_ids(q.clients.as_deref())?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(s.cfg.max_wait);
     let heartbeat = s.cfg.heartbeat;
-    let mut hold = Hold::new(s, team, cursor, tokio::time::Instant::now() + wait);
+    let mut hold = Hold::new(s, team, cursor, clients, tokio::time::Instant::now() + wait);
     let first = (tokio::time::Instant::now() + heartbeat).min(hold.deadline);
     if let Some(body) = hold.until(first).await? {
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
@@ -134,11 +152,71 @@ async fn pull(
 }
 
 /// What a read of the log answers a pull (the same for every pull of the
-/// team at that cursor and head).
+/// team at that cursor and head, but for the authors of its inserts).
 #[derive(Clone)]
 enum Answer {
-    Body { idle: bool, body: Bytes },
+    Body { idle: bool, body: Bytes, own: Option<Arc<OwnParts>> },
     Refetch(String),
+}
+
+/// A log answer in pieces, to leave the content of a client's own inserts
+/// out of the answer it gets.
+struct OwnParts {
+    /// Per change: its author, and the change as its author gets it (None:
+    /// as everyone gets it).
+    changes: Vec<(Option<ClientId>, Bytes, Option<Bytes>)>,
+    /// What follows the changes: `,"cursor":…}`.
+    tail: Bytes,
+}
+
+impl OwnParts {
+    /// A log answer serialised once in pieces, and whole as most pulls get it.
+    fn build(resp: &PullResponse) -> Result<(Bytes, Option<Arc<OwnParts>>), serde_json::Error> {
+        if resp.changes.is_empty() || !resp.snapshots.is_empty() {
+            return Ok((serde_json::to_vec(resp)?.into(), None));
+        }
+        let mut changes = Vec::with_capacity(resp.changes.len());
+        let mut any_own = false;
+        for c in &resp.changes {
+            let full = Bytes::from(serde_json::to_vec(c)?);
+            let own = match (&c.author, c.for_author()) {
+                (Some(_), Some(o)) => Some(Bytes::from(serde_json::to_vec(&o)?)),
+                _ => None,
+            };
+            any_own |= own.is_some();
+            changes.push((c.author.clone(), full, own));
+        }
+        let rest = serde_json::to_vec(&PullResponse { changes: Vec::new(), snapshots: Vec::new(), ..resp.clone() })?;
+        let mut tail = b",".to_vec();
+        tail.extend_from_slice(&rest[1..]);
+        let parts = OwnParts { changes, tail: tail.into() };
+        let full = parts.assemble(&[]);
+        Ok((full, any_own.then(|| Arc::new(parts))))
+    }
+
+    /// The answer as the client with these ids gets it.
+    fn assemble(&self, clients: &[ClientId]) -> Bytes {
+        let size = self.changes.iter().map(|(_, f, _)| f.len() + 1).sum::<usize>() + self.tail.len() + 16;
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(b"{\"changes\":[");
+        for (i, (author, full, own)) in self.changes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mine = author.as_ref().is_some_and(|a| clients.contains(a));
+            out.extend_from_slice(match (mine, own) {
+                (true, Some(own)) => own,
+                _ => full,
+            });
+        }
+        out.push(b']');
+        out.extend_from_slice(&self.tail);
+        out.into()
+    }
+
+    fn mentions(&self, clients: &[ClientId]) -> bool {
+        self.changes.iter().any(|(a, _, own)| own.is_some() && a.as_ref().is_some_and(|a| clients.contains(a)))
+    }
 }
 
 /// Whose reads are shared: one team at one cursor.
@@ -187,6 +265,8 @@ struct Hold {
     s: AppState,
     team: TeamId,
     cursor: Option<Cursor>,
+    /// The pulling sidecar's client ids (see [`OwnParts`]).
+    clients: Vec<ClientId>,
     deadline: tokio::time::Instant,
     changes: watch::Receiver<Told>,
     shutdown: watch::Receiver<bool>,
@@ -196,12 +276,18 @@ struct Hold {
 }
 
 impl Hold {
-    fn new(s: AppState, team: TeamId, cursor: Option<Cursor>, deadline: tokio::time::Instant) -> Self {
+    fn new(
+        s: AppState,
+        team: TeamId,
+        cursor: Option<Cursor>,
+        clients: Vec<ClientId>,
+        deadline: tokio::time::Instant,
+    ) -> Self {
         // Subscribe before the first read, so a change between a read and
         // the wait still wakes us.
         let changes = s.hub.subscribe(&team);
         let shutdown = s.shutdown.clone();
-        Hold { s, team, cursor, deadline, changes, shutdown, held: None, read: None }
+        Hold { s, team, cursor, clients, deadline, changes, shutdown, held: None, read: None }
     }
 
     /// The answer's body, or None when `at` came with nothing to say.
@@ -213,7 +299,10 @@ impl Hold {
             let answer = slot.answer.get_or_try_init(|| self.read()).await?.clone();
             self.read = Some(slot);
             let (idle, body) = match answer {
-                Answer::Body { idle, body } => (idle, body),
+                Answer::Body { idle, own: Some(own), .. } if own.mentions(&self.clients) => {
+                    (idle, own.assemble(&self.clients))
+                }
+                Answer::Body { idle, body, .. } => (idle, body),
                 Answer::Refetch(message) => return Err(ApiError::new(StatusCode::GONE, "refetch", message)),
             };
             let now = tokio::time::Instant::now();
@@ -250,8 +339,8 @@ impl Hold {
         match answer {
             Ok(resp) => {
                 let idle = resp.changes.is_empty() && resp.snapshots.is_empty() && resp.up_to_date;
-                let body = serde_json::to_vec(&resp).map_err(|e| StoreError::new(e.to_string()))?;
-                Ok(Answer::Body { idle, body: body.into() })
+                let (body, own) = OwnParts::build(&resp).map_err(|e| StoreError::new(e.to_string()))?;
+                Ok(Answer::Body { idle, body, own })
             }
             Err(PullError::Refetch { cursor, why }) => Ok(Answer::Refetch(format!(
                 "cursor {cursor} can no longer be served ({why}); pull again without a cursor"
