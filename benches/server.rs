@@ -16,10 +16,15 @@ use serde_json::json;
 const MESSAGES: usize = 20_000;
 const CLIENTS: usize = 4;
 
-fn raw_sqlite(dir: &std::path::Path) -> f64 {
-    let conn = rusqlite::Connection::open(dir.join("raw.sqlite")).unwrap();
+/// `checkpoints`: SQLite's automatic checkpoints, in the commits that cross
+/// their threshold (the default), or none.
+fn raw_sqlite(dir: &std::path::Path, checkpoints: bool) -> f64 {
+    let conn = rusqlite::Connection::open(dir.join(format!("raw-{checkpoints}.sqlite"))).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    if !checkpoints {
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    }
     conn.execute("CREATE TABLE m (id TEXT PRIMARY KEY, body TEXT NOT NULL)", []).unwrap();
     let body = "x".repeat(1024);
     let start = Instant::now();
@@ -48,6 +53,8 @@ fn raw_schema(dir: &std::path::Path, batch: usize) -> f64 {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    // As the server runs it: checkpoints are not on the write path.
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
     let body = serde_json::to_string(&json!({"id": "m", "role": "user", "content": "x".repeat(1024)})).unwrap();
     conn.execute("INSERT INTO threads VALUES ('t', 'T', 0, 1, '', '{}', 0, NULL)", []).unwrap();
     let start = Instant::now();
@@ -124,8 +131,13 @@ fn main() {
     let url = format!("http://{addr}/v1/push");
     let body = "x".repeat(1024);
 
-    let raw = raw_sqlite(&dir);
-    println!("raw SQLite insert (WAL, 50 rows/tx, ULID keys): {raw:>9.0} messages/s");
+    let raw = raw_sqlite(&dir, true);
+    println!("raw SQLite insert (WAL, 50 rows/tx, ULID keys): {raw:>9.0} messages/s  (the baseline)");
+    let raw_nock = raw_sqlite(&dir, false);
+    println!(
+        "  the same without checkpoints on the insert path: {raw_nock:>9.0} messages/s  ({:.2}x raw)",
+        raw_nock / raw
+    );
     // The floor under batch 1: requests that do nothing (an empty push is
     // authenticated and runs its transaction, with no mutation in it).
     let empty = {
@@ -160,12 +172,19 @@ fn main() {
     for batch in [1usize, 50] {
         let schema = raw_schema(&dir, batch);
         println!(
-            "threadsync's statements on its schema, batch {batch:>3}: {schema:>9.0} messages/s  ({:.2}x raw: the schema's bound)",
+            "threadsync's statements on its schema, no HTTP, batch {batch:>3}: {schema:>9.0} messages/s  ({:.2}x raw: the schema's bound)",
             schema / raw
         );
     }
+    // `THREADSYNC_BENCH_BATCH=50 THREADSYNC_BENCH_SCALE=10`: one batch
+    // size, ten times the messages (long enough to profile the server).
+    let scale: usize = std::env::var("THREADSYNC_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let only: Option<usize> = std::env::var("THREADSYNC_BENCH_BATCH").ok().and_then(|s| s.parse().ok());
     for (round, batch) in [1usize, 10, 50, 200].into_iter().enumerate() {
-        let per_client = MESSAGES / CLIENTS / batch;
+        if only.is_some_and(|b| b != batch) {
+            continue;
+        }
+        let per_client = MESSAGES * scale / CLIENTS / batch;
         // Request bodies are built before the clock starts, so the clients
         // (on the same 2 cores) spend their time sending, not in serde.
         let bodies: Vec<Vec<Vec<u8>>> = (0..CLIENTS)
@@ -214,7 +233,11 @@ fn main() {
             w.join().unwrap();
         }
         let rate = (per_client * batch * CLIENTS) as f64 / start.elapsed().as_secs_f64();
-        println!("threadsync push, batch {batch:>3}: {rate:>9.0} messages/s  ({:.2}x raw)", rate / raw);
+        println!(
+            "threadsync push, batch {batch:>3}: {rate:>9.0} messages/s  ({:.2}x raw; {:.2}x raw without checkpoints)",
+            rate / raw,
+            rate / raw_nock
+        );
     }
     let _ = server.kill();
     let _ = server.wait();

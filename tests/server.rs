@@ -599,3 +599,51 @@ fn a_large_push_gives_its_memory_back() {
     assert!(after < idle + 24 * 1024, "RSS {idle} KiB idle, {after} KiB after a 28 MiB push");
     assert_eq!(message_ids(&c, &s, &tok, "T-big").len(), 28_001);
 }
+
+/// Checkpoints run beside the writes, not inside them (see `sqlite.rs`):
+/// they still happen, the database file gets the data, and the WAL stays
+/// bounded instead of growing with everything written.
+#[test]
+fn the_wal_is_checkpointed_while_pushes_go_on() {
+    let dir = common::TempDir::new("wal");
+    let path = dir.0.join("db.sqlite");
+    let db = format!("sqlite://{}", path.display());
+    let s = Server::start(&db, &[]);
+    let tok = token(&db, "t");
+    let c = client();
+    let content = "x".repeat(16 * 1024);
+    let mut last: Option<String> = None;
+    let mut id = 0;
+    let mut push_some = |n: usize| {
+        for _ in 0..n {
+            id += 1;
+            let mut ops: Vec<Value> = (0..8)
+                .map(|j| {
+                    let m = format!("m-{id}-{j}");
+                    let op = json!({"op": "append", "after": last, "message": {"id": m, "role": "user", "content": content}});
+                    last = Some(m);
+                    op
+                })
+                .collect();
+            if id == 1 {
+                ops.insert(0, json!({"op": "create", "created": 1, "env": {}}));
+            }
+            let body = json!({"clientId": "c-wal", "mutations": [{"id": id, "threadId": "T-wal", "ops": ops}]});
+            let (status, v) = push(&c, &s, &tok, &body);
+            assert_eq!(status, StatusCode::OK, "{v}");
+        }
+    };
+    // 48 MiB in one burst.
+    push_some(384);
+    let written = 384 * 8 * 16 * 1024;
+    let start = Instant::now();
+    let wal = || std::fs::metadata(dir.0.join("db.sqlite-wal")).map_or(0, |m| m.len());
+    while std::fs::metadata(&path).unwrap().len() < written {
+        assert!(start.elapsed() < Duration::from_secs(20), "not checkpointed; WAL {} bytes", wal());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The WAL starts over with the next write, cut back to its limit.
+    std::thread::sleep(Duration::from_millis(300));
+    push_some(1);
+    assert!(wal() <= 32 << 20, "the WAL is {} bytes after {written} written", wal());
+}
