@@ -202,6 +202,70 @@ fn scenarios(s: &dyn Store) {
     assert!(matches!(r.results[0].status, MutationStatus::Applied), "{r:?}");
     assert_eq!(ids(s, &a, "T1"), before);
 
+    // A mutation of several appends is read ahead in one statement (SQL
+    // stores): what it says must equal asking one by one — a new message,
+    // one present, one deleted, the same new one twice, one restored in the
+    // middle (positions shift) and an append after it.
+    do_push(
+        s,
+        &a,
+        &req(
+            "c-ahead",
+            vec![(
+                1,
+                "T-ahead",
+                vec![create.clone(), append("x1", None, json!(1)), append("x2", Some("x1"), json!(2))],
+            )],
+        ),
+    );
+    do_push(
+        s,
+        &a,
+        &req(
+            "c-ahead",
+            vec![(
+                2,
+                "T-ahead",
+                vec![Op::Delete {
+                    id: MessageId::new("x1").unwrap(),
+                    base: threadsync::model::ContentHash::of(&json!(1)),
+                }],
+            )],
+        ),
+    );
+    let restore = Op::Restore {
+        message: Arc::new(Message {
+            id: MessageId::new("x1-back").unwrap(),
+            role: "user".into(),
+            content: json!("back").into(),
+            timestamp: 0,
+            extra: Default::default(),
+        }),
+        of: MessageId::new("x1").unwrap(),
+    };
+    let r = do_push(
+        s,
+        &a,
+        &req(
+            "c-ahead",
+            vec![(
+                3,
+                "T-ahead",
+                vec![
+                    append("x3", Some("x2"), json!(3)),
+                    append("x2", Some("x1"), json!(2)),
+                    append("x1", None, json!(1)),
+                    append("x3", Some("x2"), json!(3)),
+                    restore,
+                    append("x4", Some("x3"), json!(4)),
+                ],
+            )],
+        ),
+    );
+    let outcomes: Vec<String> = r.results[0].ops.iter().map(|o| format!("{o:?}")).collect();
+    assert_eq!(outcomes, ["Applied", "Unchanged", "Unchanged", "Unchanged", "Applied", "Applied"], "{r:?}");
+    assert_eq!(ids(s, &a, "T-ahead"), ["x1-back", "x2", "x3", "x4"]);
+
     // Tokens: only hashes are stored; revocation by id prefix.
     s.insert_token("abc123", &a, &token_hash("tsk_abc123_secret"), 1).unwrap();
     assert_eq!(s.team_for_token(&token_hash("tsk_abc123_secret")).unwrap(), Some(a.clone()));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::merge::{Doc, Head, Limits, Located, OpOutcome, ThreadView, decide};
 use crate::model::{Message, MessageId, ThreadId};
-use crate::ops::Effect;
+use crate::ops::{Effect, Op};
 use crate::wire::{Change, ClientId, Cursor, MutationResult, MutationStatus, PullResponse, PushRequest, PushResponse};
 
 crate::model::plain_id!(
@@ -38,6 +38,12 @@ pub trait Tx {
     /// A thread's version and head; None if it does not exist.
     fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError>;
     fn message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<Located>, StoreError>;
+    /// Reads ahead, in one go, what [`Tx::message`] and [`Tx::tombstone`]
+    /// will be asked about `ids` (the messages a mutation appends); the
+    /// store may skip it.
+    fn prefetch(&mut self, _t: &ThreadId, _ids: &[&MessageId]) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// See [`ThreadView::tombstone`].
     fn tombstone(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<usize>, StoreError>;
     /// See [`ThreadView::scan_from`].
@@ -179,6 +185,17 @@ pub fn push<T: Tx + ?Sized>(tx: &mut T, req: &PushRequest, limits: &Limits) -> R
             });
             continue;
         }
+        let appended: Vec<&MessageId> = m
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Append { message, .. } | Op::Restore { message, .. } => Some(&message.id),
+                _ => None,
+            })
+            .collect();
+        if appended.len() > 1 {
+            tx.prefetch(&m.thread_id, &appended)?;
+        }
         let mut view = TxThread { tx: &mut *tx, thread: &m.thread_id, author: client, head: None };
         let mut status = MutationStatus::Applied;
         let mut reason = None;
@@ -314,7 +331,6 @@ mod tests {
 
     use super::*;
     use crate::model::Message;
-    use crate::ops::Op;
     use crate::server::store::MemStore;
     use crate::wire::Mutation;
 

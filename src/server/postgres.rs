@@ -125,6 +125,10 @@ fn refs(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 impl Conn for PgConn<'_> {
+    fn json_list(&self, n: usize) -> String {
+        format!("SELECT jsonb_array_elements_text(?{n}::text::jsonb)")
+    }
+
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
         let stmt = self.statement(sql)?;
         self.exec.block_on(self.client.execute(&stmt, &refs(params))).map_err(err)

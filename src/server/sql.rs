@@ -97,6 +97,9 @@ impl<T: Into<Val>> From<Option<T>> for Val {
 pub trait Conn {
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError>;
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError>;
+    /// SQL yielding the strings of the JSON array text bound to `?n` as
+    /// rows, for `x IN (…)` over a list of any length in one statement.
+    fn json_list(&self, n: usize) -> String;
 }
 
 /// What a transaction may do.
@@ -187,6 +190,9 @@ pub struct SqlTx<'c, C: Conn + ?Sized> {
     /// The last message looked up (deleted or not): `decide` asks
     /// "present?" and then "deleted?" about the same id.
     probe: Option<(ThreadId, MessageId, Option<Vec<Val>>)>,
+    /// Rows of the messages a mutation appends, read in one statement
+    /// before it is decided (see [`Tx::prefetch`]): almost always none.
+    prefetched: Option<(ThreadId, HashMap<MessageId, Option<Vec<Val>>>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -201,7 +207,15 @@ struct ThreadRow {
 
 impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
     pub fn new(conn: &'c mut C, team: &TeamId) -> Self {
-        SqlTx { conn, team: team.as_str().to_string(), head: None, dirty: false, threads: HashMap::new(), probe: None }
+        SqlTx {
+            conn,
+            team: team.as_str().to_string(),
+            head: None,
+            dirty: false,
+            threads: HashMap::new(),
+            probe: None,
+            prefetched: None,
+        }
     }
 
     fn thread_row(&mut self, t: &ThreadId) -> Result<Option<&mut ThreadRow>, StoreError> {
@@ -298,7 +312,13 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
     /// The row (pos, after, body) of a message with the given deleted flag.
     fn message_row(&mut self, t: &ThreadId, id: &MessageId, deleted: i64) -> Result<Option<Vec<Val>>, StoreError> {
         let cached = matches!(&self.probe, Some((pt, pid, _)) if pt == t && pid == id);
-        if !cached {
+        let known = match &self.prefetched {
+            Some((pt, rows)) if pt == t => rows.get(id).cloned(),
+            _ => None,
+        };
+        if let Some(row) = known {
+            self.probe = Some((t.clone(), id.clone(), row));
+        } else if !cached {
             let row = self
                 .rows(
                     "SELECT pos, after, body, deleted FROM messages WHERE team = ?1 AND thread = ?2 AND id = ?3",
@@ -393,8 +413,36 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         }
     }
 
+    fn prefetch(&mut self, t: &ThreadId, ids: &[&MessageId]) -> Result<(), StoreError> {
+        let list = serde_json::to_string(ids).map_err(json_err)?;
+        let sql = format!(
+            "SELECT id, pos, after, body, deleted FROM messages WHERE team = ?1 AND thread = ?2 AND id IN ({})",
+            self.conn.json_list(3)
+        );
+        let mut rows: HashMap<MessageId, Option<Vec<Val>>> = ids.iter().map(|id| ((*id).clone(), None)).collect();
+        for mut r in self.rows(&sql, &[self.team(), t.as_str().into(), list.into()])? {
+            let rest = r.split_off(1);
+            if let Some(id) = parse_id(r.pop().unwrap())? {
+                rows.insert(id, Some(rest));
+            }
+        }
+        self.prefetched = Some((t.clone(), rows));
+        Ok(())
+    }
+
     fn write(&mut self, t: &ThreadId, version: u64, effect: &Effect, author: &ClientId) -> Result<u64, StoreError> {
         self.probe = None;
+        // What was read ahead no longer holds for a message this writes, nor
+        // (positions shift, rows change) after anything but an append.
+        match (effect, &mut self.prefetched) {
+            (Effect::Insert { message, index, .. }, Some((_, rows)))
+                if self.threads.get(t).and_then(|r| r.as_ref()).is_some_and(|r| *index >= r.len) =>
+            {
+                rows.remove(&message.id);
+            }
+            (Effect::Create { .. } | Effect::Title { .. } | Effect::Env { .. }, _) => {}
+            _ => self.prefetched = None,
+        }
         let team = self.team();
         let thread: Val = t.as_str().into();
         let mut msg_id = Val::Null;

@@ -109,6 +109,10 @@ impl ToSql for Val {
 }
 
 impl Conn for Connection {
+    fn json_list(&self, n: usize) -> String {
+        format!("SELECT value FROM json_each(?{n})")
+    }
+
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
         let mut stmt = self.prepare_cached(sql).map_err(err)?;
         Ok(stmt.execute(rusqlite::params_from_iter(params)).map_err(err)? as u64)
