@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower_lsp_server::lsp_types::MessageType;
 
@@ -21,13 +20,14 @@ use crate::client::{Client, FollowUp, StepError};
 use crate::engine::file::{FileKind, FileRead};
 use crate::engine::retry::Failure;
 use crate::engine::state::Bodies;
-use crate::engine::{
-    Action, Choice, EngineConfig, LocalOp, LocalResult, ProgressStep, PullOutcome, ReqId, Status, SyncEngine,
-};
+use crate::engine::{Action, Choice, EngineConfig, LocalOp, LocalResult, ProgressStep, PullOutcome, ReqId, SyncEngine};
 use crate::lsp::config::Config;
 use crate::lsp::files::{self, DiskFiles};
 use crate::lsp::net::Net;
-use crate::lsp::notify;
+use crate::lsp::protocol::{
+    self, Conflict, ListConflictsResult, ListThreadsResult, RollbackParams, SyncStatus, ThreadFile, ThreadState,
+    ThreadStatusParams, ThreadSummary, ThreadUpdatedParams,
+};
 use crate::lsp::state::StateDb;
 use crate::model::{Message, MessageId, ThreadId};
 use crate::time::Time;
@@ -66,13 +66,13 @@ pub enum Cmd {
     Read(Box<dyn FnOnce(&SyncEngine) + Send>),
     GetThread {
         id: ThreadId,
-        reply: Reply<Value>,
+        reply: Reply<ThreadFile>,
     },
     ListThreads {
-        reply: Reply<Value>,
+        reply: Reply<ListThreadsResult>,
     },
     ListConflicts {
-        reply: Reply<Value>,
+        reply: Reply<ListConflictsResult>,
     },
     Files(Vec<PathBuf>),
     Rescan,
@@ -106,7 +106,7 @@ pub struct Driver {
     tx: mpsc::UnboundedSender<Cmd>,
     pulls: HashMap<ReqId, tokio::task::JoinHandle<()>>,
     tickets: HashMap<u64, Reply<()>>,
-    status: watch::Sender<Value>,
+    status: watch::Sender<SyncStatus>,
     clock: (Instant, u64),
     /// The editor offered work-done progress (`window.workDoneProgress`).
     progress: bool,
@@ -151,44 +151,11 @@ fn show_progress(client: tower_lsp_server::Client, token: &str, title: String) -
     tx
 }
 
-/// RFC 3339 (UTC, milliseconds) from ms since the Unix epoch.
-pub fn rfc3339(ms: u64) -> String {
-    let (secs, millis) = (ms / 1000, ms % 1000);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// The `threadsync/status` payload.
-pub fn status_json(s: &Status) -> Value {
-    let mut v = json!({
-        "state": s.state,
-        "pending": s.pending,
-        "conflicts": s.conflicts,
-        "online": s.online,
-        "lastSync": s.last_sync.map(|t| rfc3339(t.as_millis())),
-    });
-    if let Some(m) = &s.message {
-        v["message"] = json!(m);
-    }
-    v
-}
-
 impl Driver {
     pub fn start(
         cfg: Config,
         editor: tower_lsp_server::Client,
-        status: watch::Sender<Value>,
+        status: watch::Sender<SyncStatus>,
         progress: bool,
     ) -> Result<mpsc::UnboundedSender<Cmd>, String> {
         std::fs::create_dir_all(&cfg.threads_dir)
@@ -371,13 +338,14 @@ impl Driver {
             }
             Cmd::Read(f) => f(&self.client.engine),
             Cmd::GetThread { id, reply } => {
-                let _ = reply.send(self.client.thread_value(now, &id));
+                let _ = reply.send(self.client.thread_value(now, &id).map(ThreadFile));
             }
             Cmd::ListThreads { reply } => {
                 let _ = reply.send(self.list_threads());
             }
             Cmd::ListConflicts { reply } => {
-                let _ = reply.send(self.client.conflicts().map(|c| json!({ "conflicts": c })));
+                let conflicts = self.client.conflicts().and_then(|cs| cs.iter().map(Conflict::try_from).collect());
+                let _ = reply.send(conflicts.map(|conflicts| ListConflictsResult { conflicts }));
             }
             Cmd::Files(paths) => {
                 for p in paths {
@@ -436,19 +404,33 @@ impl Driver {
         }
     }
 
-    fn list_threads(&self) -> Result<Value, String> {
-        let mut out: std::collections::BTreeMap<ThreadId, Value> = std::collections::BTreeMap::new();
+    /// The threads the store holds, as the engine sees them where it has
+    /// them loaded.
+    fn list_threads(&self) -> Result<ListThreadsResult, String> {
+        let mut out = std::collections::BTreeMap::new();
         for t in self.client.store.list_threads()? {
-            let v = json!({ "id": t.id, "title": t.title, "version": t.version, "messageCount": t.message_count, "state": "synced" });
+            let v = ThreadSummary {
+                id: t.id.to_string(),
+                title: t.title,
+                version: t.version,
+                message_count: t.message_count,
+                state: ThreadState::Synced,
+            };
             out.insert(t.id, v);
         }
         let engine = &self.client.engine;
         for id in engine.thread_ids() {
             let (Some(t), Some(s)) = (engine.thread(id), engine.thread_status(id)) else { continue };
-            let v = json!({ "id": id, "title": t.title, "version": t.v, "messageCount": t.messages.len(), "state": s.state });
+            let v = ThreadSummary {
+                id: id.to_string(),
+                title: t.title.clone(),
+                version: t.v,
+                message_count: t.messages.len(),
+                state: s.state.into(),
+            };
             out.insert(id.clone(), v);
         }
-        Ok(json!({ "threads": out.into_values().collect::<Vec<_>>() }))
+        Ok(ListThreadsResult { threads: out.into_values().collect() })
     }
 
     /// A file in the threads directory changed (or may have).
@@ -625,18 +607,22 @@ impl Driver {
             }
             Action::Save(_) | Action::WriteFile { .. } => unreachable!("performed by the client"),
             Action::Status(s) => {
-                let v = status_json(&s);
+                let v = SyncStatus::from(&s);
                 self.status.send_replace(v.clone());
-                self.editor.send_notification::<notify::Status>(v).await;
+                self.editor.send_notification::<protocol::Status>(v).await;
             }
             Action::ThreadStatus(s) => {
-                let mut v = serde_json::to_value(&s).unwrap_or_default();
-                v["lastSync"] = json!(s.last_sync.map(|t| rfc3339(t.as_millis())));
-                self.editor.send_notification::<notify::ThreadStatus>(v).await;
+                self.editor.send_notification::<protocol::ThreadStatus>(ThreadStatusParams::from(&s)).await;
             }
             Action::ThreadUpdated { thread_id, version, title, message_count, origin } => {
-                let v = json!({ "threadId": thread_id, "version": version, "title": title, "messageCount": message_count, "origin": origin });
-                self.editor.send_notification::<notify::ThreadUpdated>(v).await;
+                let v = ThreadUpdatedParams {
+                    thread_id: thread_id.into(),
+                    version,
+                    title,
+                    message_count,
+                    origin: origin.into(),
+                };
+                self.editor.send_notification::<protocol::ThreadUpdated>(v).await;
             }
             Action::Rollback { thread_id, reason, ops } => {
                 let now = self.now().as_millis();
@@ -646,9 +632,8 @@ impl Driver {
                     Ok(()) => {}
                     Err(e) => tracing::error!(thread = %thread_id, error = %e, "cannot keep a refused change"),
                 }
-                self.editor
-                    .send_notification::<notify::Rollback>(json!({ "threadId": thread_id, "reason": reason }))
-                    .await;
+                let v = RollbackParams { thread_id: thread_id.into(), reason };
+                self.editor.send_notification::<protocol::Rollback>(v).await;
             }
             Action::SyncDone { ticket, result } => {
                 if let Some(reply) = self.tickets.remove(&ticket) {
@@ -673,17 +658,5 @@ impl Driver {
             },
             Action::Warning(w) => tracing::warn!("{w}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn rfc3339_formats_utc_milliseconds() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_732_460_001_234), "2024-11-24T14:53:21.234Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

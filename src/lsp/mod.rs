@@ -6,7 +6,7 @@ pub mod config;
 pub mod driver;
 pub mod files;
 pub mod net;
-pub mod notify;
+pub mod protocol;
 pub mod state;
 pub mod stdio;
 pub mod watch;
@@ -16,20 +16,21 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
+use tower_lsp_server::jsonrpc::{Error, ErrorCode, Method, Result};
+use tower_lsp_server::lsp_types::request::Request;
 use tower_lsp_server::lsp_types::*;
-use tower_lsp_server::{Client, LanguageServer, LspService, Server};
+use tower_lsp_server::{Client, ClientSocket, LanguageServer, LspService, LspServiceBuilder, Server};
 
-use crate::engine::{Choice, LocalOp, SyncEngine};
+use crate::engine::{self, LocalOp, SyncEngine};
 use crate::model::ThreadId;
 use config::{Config, Options};
 use driver::{Cmd, Driver};
-
-pub const FORCE_SYNC: &str = "threadsync.forceSync";
-pub const RESOLVE_CONFLICT: &str = "threadsync.resolveConflict";
+use protocol::{
+    AppendMessageParams, Command, CommandDone, CreateThreadParams, CreateThreadResult, ForceSync, ListConflictsResult,
+    ListThreadsResult, MessageResult, MetricsResult, NoParams, ResolveConflict, RestoreMessageParams, SetTitleParams,
+    SyncStatus, ThreadFile, ThreadParams, VersionResult,
+};
 
 pub struct Backend {
     client: Client,
@@ -44,7 +45,7 @@ struct Syncing {
     /// The editor offered work-done progress.
     progress: std::sync::atomic::AtomicBool,
     driver: Mutex<Option<mpsc::UnboundedSender<Cmd>>>,
-    status_tx: tokio::sync::watch::Sender<Value>,
+    status_tx: tokio::sync::watch::Sender<SyncStatus>,
     /// Held while this sidecar syncs its state directory.
     lock: Mutex<Option<File>>,
 }
@@ -54,60 +55,23 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 fn failed(msg: impl Into<String>) -> Error {
-    Error { code: ErrorCode::ServerError(-32001), message: msg.into().into(), data: None }
+    Error { code: ErrorCode::ServerError(protocol::ENGINE_ERROR), message: msg.into().into(), data: None }
 }
 
 fn thread_id(s: &str) -> Result<ThreadId> {
     ThreadId::new(s).map_err(|e| invalid(format!("threadId {s:?}: {e}")))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ThreadParams {
-    thread_id: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateParams {
-    #[serde(default)]
-    title: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppendParams {
-    thread_id: String,
-    role: String,
-    content: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RestoreParams {
-    thread_id: String,
-    message_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TitleParams {
-    thread_id: String,
-    title: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ResolveArg {
-    conflict_id: String,
-    choose: String,
+/// A status of the sidecar's own (no engine behind it yet): nothing
+/// pending, never synced.
+fn own_status(state: engine::State, online: bool, message: &str) -> SyncStatus {
+    let s = engine::Status { state, pending: 0, conflicts: 0, online, last_sync: None, message: Some(message.into()) };
+    SyncStatus::from(&s)
 }
 
 impl Backend {
     fn new(client: Client) -> Self {
-        let (status_tx, _) = tokio::sync::watch::channel(json!({
-            "state": "syncing", "pending": 0, "conflicts": 0, "online": false, "lastSync": null, "message": "starting"
-        }));
+        let (status_tx, _) = tokio::sync::watch::channel(own_status(engine::State::Syncing, false, "starting"));
         let sync = Arc::new(Syncing {
             client: client.clone(),
             progress: Default::default(),
@@ -146,55 +110,55 @@ impl Backend {
         Config::resolve(&merged)
     }
 
-    pub async fn get_status(&self, _: Option<Value>) -> Result<Value> {
+    pub async fn get_status(&self, _: NoParams) -> Result<SyncStatus> {
         Ok(self.sync.status_tx.borrow().clone())
     }
 
-    pub async fn list_threads(&self, _: Option<Value>) -> Result<Value> {
+    pub async fn list_threads(&self, _: NoParams) -> Result<ListThreadsResult> {
         self.ask(|reply| Cmd::ListThreads { reply }).await
     }
 
-    pub async fn get_thread(&self, p: ThreadParams) -> Result<Value> {
+    pub async fn get_thread(&self, p: ThreadParams) -> Result<ThreadFile> {
         let id = thread_id(&p.thread_id)?;
         let (tx, rx) = oneshot::channel();
         self.driver()?.send(Cmd::GetThread { id, reply: tx }).map_err(|_| failed("the sync engine stopped"))?;
         rx.await.map_err(|_| failed("the sync engine stopped"))?.map_err(invalid)
     }
 
-    pub async fn create_thread(&self, p: Option<CreateParams>) -> Result<Value> {
+    pub async fn create_thread(&self, p: Option<CreateThreadParams>) -> Result<CreateThreadResult> {
         let title = p.unwrap_or_default().title.unwrap_or_default();
         let r = self.ask(|reply| Cmd::Local { thread: None, op: LocalOp::CreateThread { title }, reply }).await?;
-        Ok(json!({ "threadId": r.thread_id }))
+        Ok(CreateThreadResult { thread_id: r.thread_id.into() })
     }
 
-    pub async fn append_message(&self, p: AppendParams) -> Result<Value> {
+    pub async fn append_message(&self, p: AppendMessageParams) -> Result<MessageResult> {
         let id = thread_id(&p.thread_id)?;
         let op = LocalOp::Append { role: p.role, content: p.content };
         let r = self.ask(|reply| Cmd::Local { thread: Some(id), op, reply }).await?;
-        Ok(json!({ "messageId": r.message_id, "version": r.version }))
+        Ok(MessageResult { message_id: r.message_id.map(String::from), version: r.version })
     }
 
-    pub async fn set_title(&self, p: TitleParams) -> Result<Value> {
+    pub async fn set_title(&self, p: SetTitleParams) -> Result<VersionResult> {
         let id = thread_id(&p.thread_id)?;
         let r =
             self.ask(|reply| Cmd::Local { thread: Some(id), op: LocalOp::SetTitle { title: p.title }, reply }).await?;
-        Ok(json!({ "version": r.version }))
+        Ok(VersionResult { version: r.version })
     }
 
-    pub async fn restore_message(&self, p: RestoreParams) -> Result<Value> {
+    pub async fn restore_message(&self, p: RestoreMessageParams) -> Result<MessageResult> {
         let thread = thread_id(&p.thread_id)?;
         let message = crate::model::MessageId::new(p.message_id.clone())
             .map_err(|e| invalid(format!("messageId {:?}: {e}", p.message_id)))?;
         let r = self.ask(|reply| Cmd::Restore { thread, message, reply }).await?;
-        Ok(json!({ "messageId": r.message_id, "version": r.version }))
+        Ok(MessageResult { message_id: r.message_id.map(String::from), version: r.version })
     }
 
-    pub async fn list_conflicts(&self, _: Option<Value>) -> Result<Value> {
+    pub async fn list_conflicts(&self, _: NoParams) -> Result<ListConflictsResult> {
         self.ask(|reply| Cmd::ListConflicts { reply }).await
     }
 
-    pub async fn metrics(&self, _: Option<Value>) -> Result<Value> {
-        self.read(|e| json!({ "sync": e.metrics(), "pendingThreads": e.pending_threads().len() })).await
+    pub async fn metrics(&self, _: NoParams) -> Result<MetricsResult> {
+        self.read(|e| MetricsResult { sync: e.metrics().into(), pending_threads: e.pending_threads().len() }).await
     }
 }
 
@@ -211,7 +175,7 @@ impl LanguageServer for Backend {
         Ok(InitializeResult {
             capabilities: ServerCapabilities {
                 execute_command_provider: Some(ExecuteCommandOptions {
-                    commands: vec![FORCE_SYNC.into(), RESOLVE_CONFLICT.into()],
+                    commands: protocol::COMMANDS.iter().map(|c| c.name.into()).collect(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -235,10 +199,9 @@ impl LanguageServer for Backend {
             return;
         }
         // Another window syncs: say so, and take over when it exits.
-        let v = json!({ "state": "synced", "pending": 0, "conflicts": 0, "online": true, "lastSync": null,
-                        "message": "another editor window is syncing these threads" });
+        let v = own_status(engine::State::Synced, true, "another editor window is syncing these threads");
         self.sync.status_tx.send_replace(v.clone());
-        self.client.send_notification::<notify::Status>(v).await;
+        self.client.send_notification::<protocol::Status>(v).await;
         let sync = self.sync.clone();
         tokio::spawn(async move {
             loop {
@@ -263,30 +226,17 @@ impl LanguageServer for Backend {
 
     async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<LSPAny>> {
         match params.command.as_str() {
-            FORCE_SYNC => {
-                let thread = match params.arguments.as_slice() {
-                    [] => None,
-                    [Value::String(s)] => Some(thread_id(s)?),
-                    other => {
-                        let got = Value::from(other.to_vec());
-                        return Err(invalid(format!("forceSync takes [] or [\"<threadId>\"], not {got}")));
-                    }
-                };
+            ForceSync::NAME => {
+                let args = ForceSync::parse(&params.arguments).map_err(invalid)?;
+                let thread = args.thread_id.as_deref().map(thread_id).transpose()?;
                 self.ask(|reply| Cmd::ForceSync { thread, reply }).await?;
-                Ok(Some(json!({ "ok": true })))
+                Ok(Some(done()))
             }
-            RESOLVE_CONFLICT => {
-                let arg: ResolveArg =
-                    params.arguments.first().cloned().and_then(|a| serde_json::from_value(a).ok()).ok_or_else(
-                        || invalid("resolveConflict takes [{ \"conflictId\": …, \"choose\": \"local\" | \"remote\" }]"),
-                    )?;
-                let choose = match arg.choose.as_str() {
-                    "local" => Choice::Local,
-                    "remote" => Choice::Remote,
-                    other => return Err(invalid(format!("choose must be \"local\" or \"remote\", not {other:?}"))),
-                };
+            ResolveConflict::NAME => {
+                let (arg,) = ResolveConflict::parse(&params.arguments).map_err(invalid)?;
+                let choose = arg.choose.into();
                 self.ask(|reply| Cmd::Resolve { id: arg.conflict_id, choose, reply }).await?;
-                Ok(Some(json!({ "ok": true })))
+                Ok(Some(done()))
             }
             other => Err(invalid(format!("unknown command {other:?}"))),
         }
@@ -323,6 +273,45 @@ impl Syncing {
             }
         }
     }
+}
+
+/// What a command answers once it has finished.
+fn done() -> LSPAny {
+    serde_json::to_value(CommandDone::OK).unwrap_or_default()
+}
+
+/// Registers a handler for a request of `protocol`: its name and its types
+/// are the request's.
+trait Route {
+    fn route<R, F>(self, handler: F) -> Self
+    where
+        R: Request,
+        F: for<'a> Method<&'a Backend, (R::Params,), Result<R::Result>> + Clone + Send + Sync + 'static;
+}
+
+impl Route for LspServiceBuilder<Backend> {
+    fn route<R, F>(self, handler: F) -> Self
+    where
+        R: Request,
+        F: for<'a> Method<&'a Backend, (R::Params,), Result<R::Result>> + Clone + Send + Sync + 'static,
+    {
+        self.custom_method(R::METHOD, handler)
+    }
+}
+
+/// The backend with every request of `protocol` routed to its handler.
+fn service() -> (LspService<Backend>, ClientSocket) {
+    LspService::build(Backend::new)
+        .route::<protocol::GetStatus, _>(Backend::get_status)
+        .route::<protocol::ListThreads, _>(Backend::list_threads)
+        .route::<protocol::GetThread, _>(Backend::get_thread)
+        .route::<protocol::CreateThread, _>(Backend::create_thread)
+        .route::<protocol::AppendMessage, _>(Backend::append_message)
+        .route::<protocol::SetTitle, _>(Backend::set_title)
+        .route::<protocol::ListConflicts, _>(Backend::list_conflicts)
+        .route::<protocol::RestoreMessage, _>(Backend::restore_message)
+        .route::<protocol::Metrics, _>(Backend::metrics)
+        .finish()
 }
 
 /// Exits within a second of the editor process going away: a cheap OS check
@@ -376,17 +365,7 @@ pub fn run() -> ExitCode {
         }
     };
     rt.block_on(async {
-        let (service, socket) = LspService::build(Backend::new)
-            .custom_method("threadsync/getStatus", Backend::get_status)
-            .custom_method("threadsync/listThreads", Backend::list_threads)
-            .custom_method("threadsync/getThread", Backend::get_thread)
-            .custom_method("threadsync/createThread", Backend::create_thread)
-            .custom_method("threadsync/appendMessage", Backend::append_message)
-            .custom_method("threadsync/setTitle", Backend::set_title)
-            .custom_method("threadsync/listConflicts", Backend::list_conflicts)
-            .custom_method("threadsync/restoreMessage", Backend::restore_message)
-            .custom_method("threadsync/metrics", Backend::metrics)
-            .finish();
+        let (service, socket) = service();
         let (input, output, io) = stdio::transport(tokio::io::stdin(), tokio::io::stdout());
         Server::new(input, output, socket).serve(service).await;
         // Write out the answers still queued, without hanging on an editor
@@ -397,4 +376,28 @@ pub fn run() -> ExitCode {
     // file stamp not yet saved is found again by reading the file); leave
     // at once (without waiting for the blocking stdin reader).
     std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::{Service, ServiceExt};
+    use tower_lsp_server::jsonrpc::Request as Rpc;
+
+    use super::*;
+
+    /// Every request of `protocol` reaches a handler: none is "method not
+    /// found" (without an engine they fail otherwise, or answer).
+    #[tokio::test]
+    async fn every_request_is_routed() {
+        let (mut service, _socket) = service();
+        let init = Rpc::build("initialize").params(serde_json::json!({ "capabilities": {} })).id(0).finish();
+        let r = service.ready().await.unwrap().call(init).await.unwrap().unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        for (i, m) in protocol::REQUESTS.iter().enumerate() {
+            let req = Rpc::build(m.name).params(serde_json::json!({})).id(i as i64 + 1).finish();
+            let r = service.ready().await.unwrap().call(req).await.unwrap().unwrap();
+            let code = r.error().map(|e| e.code);
+            assert_ne!(code, Some(ErrorCode::MethodNotFound), "{} is not routed", m.name);
+        }
+    }
 }
