@@ -11,6 +11,7 @@ import {
   CloseAction,
   DidChangeConfigurationNotification,
   ErrorAction,
+  ExecuteCommandParams,
   ExecuteCommandRequest,
   LanguageClient,
   LanguageClientOptions,
@@ -35,31 +36,44 @@ import {
 } from './config';
 import { redact } from './redact';
 import {
+  CommandTypes,
   Conflict,
+  NotificationParams,
   Notifications,
   Requests,
-  Rollback,
+  RequestTypes,
   SidecarCommands,
   SyncStatus,
-  ThreadStatus,
   ThreadSummary,
-  ThreadUpdated,
 } from './protocol';
 import { ClientPhase, Commands, present } from './status';
 import { choiceItems, conflictItem, fullText, kindLabel, threadItem, threadLabel } from './views';
 
+/** A notification of the sidecar's, typed by its method. */
+function notification<M extends keyof NotificationParams>(method: M) {
+  return new NotificationType<NotificationParams[M]>(method);
+}
+
+/** A request of the sidecar's, typed by its method. */
+function request<M extends keyof RequestTypes>(method: M) {
+  return new RequestType<RequestTypes[M]['params'], RequestTypes[M]['result'], void>(method);
+}
+
+/** `workspace/executeCommand` params of a sidecar command, its arguments typed. */
+function command<C extends keyof CommandTypes>(name: C, args: CommandTypes[C]['arguments']): ExecuteCommandParams {
+  return { command: name, arguments: args };
+}
+
 /** The sidecar's methods, typed. */
 const Sidecar = {
-  status: new NotificationType<SyncStatus>(Notifications.status),
-  threadUpdated: new NotificationType<ThreadUpdated>(Notifications.threadUpdated),
-  threadStatus: new NotificationType<ThreadStatus>(Notifications.threadStatus),
-  rollback: new NotificationType<Rollback>(Notifications.rollback),
-  getStatus: new RequestType<object, SyncStatus, void>(Requests.getStatus),
-  listThreads: new RequestType<object, { threads: ThreadSummary[] }, void>(Requests.listThreads),
-  getThread: new RequestType<{ threadId: string }, unknown, void>(Requests.getThread),
-  listConflicts: new RequestType<object, { conflicts: Conflict[] }, void>(Requests.listConflicts),
-  forceSync: SidecarCommands.forceSync,
-  resolveConflict: SidecarCommands.resolveConflict,
+  status: notification(Notifications.status),
+  threadUpdated: notification(Notifications.threadUpdated),
+  threadStatus: notification(Notifications.threadStatus),
+  rollback: notification(Notifications.rollback),
+  getStatus: request(Requests.getStatus),
+  listThreads: request(Requests.listThreads),
+  getThread: request(Requests.getThread),
+  listConflicts: request(Requests.listConflicts),
 } as const;
 
 const SECRET_KEY = 'threadsync.token';
@@ -486,10 +500,10 @@ class ThreadSyncExtension implements vscode.Disposable {
       await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Window, title: 'ThreadSync: syncing' },
         () =>
-          client.sendRequest(ExecuteCommandRequest.type, {
-            command: Sidecar.forceSync,
-            arguments: threadId ? [threadId] : [],
-          }),
+          client.sendRequest(
+            ExecuteCommandRequest.type,
+            command(SidecarCommands.forceSync, threadId ? [threadId] : []),
+          ),
       );
       vscode.window.setStatusBarMessage('$(check) ThreadSync: synced', 4000);
       return true;
@@ -579,10 +593,10 @@ class ThreadSyncExtension implements vscode.Disposable {
       await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Window, title: 'ThreadSync: resolving the conflict' },
         () =>
-          client.sendRequest(ExecuteCommandRequest.type, {
-            command: Sidecar.resolveConflict,
-            arguments: [{ conflictId: conflict!.id, choose }],
-          }),
+          client.sendRequest(
+            ExecuteCommandRequest.type,
+            command(SidecarCommands.resolveConflict, [{ conflictId: conflict!.id, choose }]),
+          ),
       );
     } catch (e) {
       void vscode.window.showErrorMessage(`ThreadSync: could not resolve the conflict: ${errorText(e)}`);

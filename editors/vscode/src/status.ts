@@ -1,7 +1,7 @@
 // What the status bar item shows for a sidecar status. Pure: no `vscode`
 // import, so it runs under `node --test` (test/unit/status.test.mjs).
 
-import type { SyncStatus } from './protocol';
+import type { SyncState, SyncStatus } from './protocol';
 
 export type { SyncStatus };
 
@@ -76,7 +76,7 @@ export function escapeMarkdown(s: string): string {
     .join('  \n');
 }
 
-const STATE_LABELS: Record<string, string> = {
+const STATE_LABELS: Record<SyncState, string> = {
   synced: 'Synced',
   syncing: 'Syncing',
   pending: 'Changes pending',

@@ -1,6 +1,6 @@
 // Labels for the Quick Picks (threads, conflicts). Pure: no `vscode` import.
 
-import type { Conflict, ThreadSummary } from './protocol';
+import type { Conflict, ConflictKind, ThreadSummary } from './protocol';
 
 export type { Conflict, ThreadSummary };
 
@@ -34,7 +34,7 @@ export function fullText(v: unknown): string {
   return JSON.stringify(v, null, 2) ?? String(v);
 }
 
-const KIND_LABELS: Record<string, string> = {
+const KIND_LABELS: Record<ConflictKind, string> = {
   title: 'title changed on both sides',
   env: 'environment changed on both sides',
   content: 'message edited on both sides',
@@ -42,7 +42,7 @@ const KIND_LABELS: Record<string, string> = {
   'delete-edit': 'message deleted here, edited elsewhere',
 };
 
-export function kindLabel(kind: string): string {
+export function kindLabel(kind: ConflictKind): string {
   return KIND_LABELS[kind] ?? kind;
 }
 

@@ -3,6 +3,7 @@ local M = {}
 
 local ts = require('threadsync')
 local config = require('threadsync.config')
+local protocol = require('threadsync.protocol')
 
 local ERROR, WARN, INFO = vim.log.levels.ERROR, vim.log.levels.WARN, vim.log.levels.INFO
 
@@ -50,7 +51,7 @@ end
 function M.sync(thread_id)
   ts.start()
   ts.notify('syncing…')
-  ts.execute('threadsync.forceSync', thread_id and { thread_id } or {}, function(err)
+  ts.execute(protocol.commands.forceSync, thread_id and { thread_id } or {}, function(err)
     if err then
       ts.notify('sync failed: ' .. errmsg(err), ERROR)
     else
@@ -121,7 +122,7 @@ end
 
 ---Lists conflicts, lets the user pick one and a side, resolves it.
 function M.resolve()
-  ts.request('threadsync/listConflicts', {}, function(err, result)
+  ts.request(protocol.requests.listConflicts, {}, function(err, result)
     if err then
       return ts.notify('could not list conflicts: ' .. errmsg(err), ERROR)
     end
@@ -129,7 +130,7 @@ function M.resolve()
     if #conflicts == 0 then
       return ts.notify('no conflicts to resolve')
     end
-    ts.request('threadsync/listThreads', {}, function(_, threads)
+    ts.request(protocol.requests.listThreads, {}, function(_, threads)
       local titles = {}
       for _, t in ipairs((threads or {}).threads or {}) do
         titles[t.id] = t.title
@@ -175,7 +176,7 @@ function M.resolve()
           if not choice then
             return
           end
-          ts.execute('threadsync.resolveConflict', { { conflictId = c.id, choose = choice.choose } }, function(e)
+          ts.execute(protocol.commands.resolveConflict, { { conflictId = c.id, choose = choice.choose } }, function(e)
             if e then
               ts.notify('could not resolve the conflict: ' .. errmsg(e), ERROR)
             else
@@ -201,7 +202,7 @@ function M.open_thread(id, title)
       end
     end
   end
-  ts.request('threadsync/getThread', { threadId = id }, function(err, thread)
+  ts.request(protocol.requests.getThread, { threadId = id }, function(err, thread)
     if err or type(thread) ~= 'table' then
       return ts.notify('could not open thread ' .. id .. ': ' .. errmsg(err), ERROR)
     end
@@ -222,7 +223,7 @@ function M.open_thread(id, title)
 end
 
 function M.threads()
-  ts.request('threadsync/listThreads', {}, function(err, result)
+  ts.request(protocol.requests.listThreads, {}, function(err, result)
     if err then
       return ts.notify('could not list threads: ' .. errmsg(err), ERROR)
     end

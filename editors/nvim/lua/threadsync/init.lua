@@ -3,6 +3,7 @@
 local M = {}
 
 local config = require('threadsync.config')
+local protocol = require('threadsync.protocol')
 
 local has_011 = vim.fn.has('nvim-0.11') == 1
 local NAME = 'threadsync'
@@ -248,16 +249,16 @@ end
 
 function M.handlers()
   return {
-    ['threadsync/status'] = function(_, params, ctx)
+    [protocol.notifications.status] = function(_, params, ctx)
       M._on_status(params, ctx and ctx.client_id)
     end,
-    ['threadsync/threadUpdated'] = function(_, params)
+    [protocol.notifications.threadUpdated] = function(_, params)
       fire('ThreadSyncThreadUpdated', params)
     end,
-    ['threadsync/threadStatus'] = function(_, params)
+    [protocol.notifications.threadStatus] = function(_, params)
       fire('ThreadSyncThreadStatus', params)
     end,
-    ['threadsync/rollback'] = function(_, params)
+    [protocol.notifications.rollback] = function(_, params)
       params = params or {}
       if M.opts.notify_rollback ~= false then
         M.notify(
@@ -275,7 +276,7 @@ end
 
 local function on_init(client)
   M._client_id = client.id
-  client_request(client, 'threadsync/getStatus', vim.empty_dict(), function(err, result)
+  client_request(client, protocol.requests.getStatus, vim.empty_dict(), function(err, result)
     if err then
       return
     end

@@ -62,7 +62,7 @@ test('dependencies stay minimal and locked', () => {
   assert.equal(lock.packages['node_modules/vscode-languageclient'].version, '9.0.1');
 });
 
-test('the sidecar names the extension uses are the ones in interface.md', () => {
+test('the sidecar names the extension uses are the ones in interface.md (and protocol.md\'s restoreMessage)', () => {
   const { Notifications, Requests, SidecarCommands, ENGINE_ERROR } = require('../../out/protocol.js');
   assert.deepEqual(Object.values(Notifications).sort(), [
     'threadsync/rollback',
@@ -78,6 +78,7 @@ test('the sidecar names the extension uses are the ones in interface.md', () => 
     'threadsync/listConflicts',
     'threadsync/listThreads',
     'threadsync/metrics',
+    'threadsync/restoreMessage',
     'threadsync/setTitle',
   ]);
   assert.deepEqual(SidecarCommands, { forceSync: 'threadsync.forceSync', resolveConflict: 'threadsync.resolveConflict' });
