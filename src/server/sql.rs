@@ -22,6 +22,12 @@ use crate::server::core::{StoreError, TeamId, Tx};
 use crate::server::store::{Store, TokenInfo, TxBody};
 use crate::wire::{Change, ClientId};
 
+mod conn;
+mod tokens;
+
+pub use self::conn::{Access, Backend, Conn, Val};
+use self::tokens::{insert_token, list_tokens, revoke_tokens, team_for_token};
+
 mod embedded {
     refinery::embed_migrations!("src/server/migrations");
 }
@@ -30,104 +36,6 @@ mod embedded {
 /// before them (the same tables, no history) takes the first as is.
 pub fn migrations() -> refinery::Runner {
     embedded::migrations::runner()
-}
-
-/// A value crossing into or out of SQL. Integers are 64-bit everywhere.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Val {
-    Null,
-    Int(i64),
-    Text(String),
-}
-
-impl Val {
-    pub fn int(&self) -> Result<i64, StoreError> {
-        match self {
-            Val::Int(i) => Ok(*i),
-            other => Err(StoreError::new(format!("expected an integer, got {other:?}"))),
-        }
-    }
-
-    pub fn text(self) -> Result<String, StoreError> {
-        match self {
-            Val::Text(s) => Ok(s),
-            other => Err(StoreError::new(format!("expected text, got {other:?}"))),
-        }
-    }
-
-    pub fn opt_text(self) -> Result<Option<String>, StoreError> {
-        match self {
-            Val::Null => Ok(None),
-            v => v.text().map(Some),
-        }
-    }
-}
-
-impl From<&str> for Val {
-    fn from(s: &str) -> Val {
-        Val::Text(s.to_string())
-    }
-}
-
-impl From<String> for Val {
-    fn from(s: String) -> Val {
-        Val::Text(s)
-    }
-}
-
-impl From<u64> for Val {
-    fn from(i: u64) -> Val {
-        Val::Int(i as i64)
-    }
-}
-
-impl From<usize> for Val {
-    fn from(i: usize) -> Val {
-        Val::Int(i as i64)
-    }
-}
-
-impl<T: Into<Val>> From<Option<T>> for Val {
-    fn from(v: Option<T>) -> Val {
-        v.map_or(Val::Null, Into::into)
-    }
-}
-
-/// One open transaction of a backend. SQL uses `?1`, `?2`, … placeholders.
-pub trait Conn {
-    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError>;
-    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError>;
-    /// SQL yielding the strings of the JSON array text bound to `?n` as
-    /// rows, for `x IN (…)` over a list of any length in one statement.
-    fn json_list(&self, n: usize) -> String;
-}
-
-/// What a transaction may do.
-#[derive(Clone, Copy, Debug)]
-pub enum Access<'a> {
-    Read,
-    /// Writes outside any team's data (tokens).
-    Write,
-    /// Writes to this team's data: its write lock is held to the commit, so
-    /// its change log stays gap-free across servers.
-    WriteTeam(&'a TeamId),
-}
-
-/// A database under [`SqlStore`]: connections and transactions.
-pub trait Backend: Send + Sync + 'static {
-    /// Runs `f` in one transaction, committed if it returns Ok and rolled
-    /// back otherwise.
-    fn transaction<R>(
-        &self,
-        access: Access<'_>,
-        f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError>;
-
-    /// Inside the transaction that moved `team`'s log head to `head`, before
-    /// its commit (PostgreSQL tells the other servers).
-    fn log_moved(&self, _conn: &mut dyn Conn, _team: &TeamId, _head: u64) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 /// The store over a SQL database: every query and decision written once.
@@ -189,11 +97,14 @@ pub struct SqlTx<'c, C: Conn + ?Sized> {
     threads: HashMap<ThreadId, Option<ThreadRow>>,
     /// The last message looked up (deleted or not): `decide` asks
     /// "present?" and then "deleted?" about the same id.
-    probe: Option<(ThreadId, MessageId, Option<Vec<Val>>)>,
+    probe: Option<(ThreadId, MessageId, Option<Row>)>,
     /// Rows of the messages a mutation appends, read in one statement
     /// before it is decided (see [`Tx::prefetch`]): almost always none.
-    prefetched: Option<(ThreadId, HashMap<MessageId, Option<Vec<Val>>>)>,
+    prefetched: Option<(ThreadId, HashMap<MessageId, Option<Row>>)>,
 }
+
+/// A row as read: its values in the query's column order.
+type Row = Vec<Val>;
 
 #[derive(Clone, Debug)]
 struct ThreadRow {
@@ -419,7 +330,7 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
             "SELECT id, pos, after, body, deleted FROM messages WHERE team = ?1 AND thread = ?2 AND id IN ({})",
             self.conn.json_list(3)
         );
-        let mut rows: HashMap<MessageId, Option<Vec<Val>>> = ids.iter().map(|id| ((*id).clone(), None)).collect();
+        let mut rows: HashMap<MessageId, Option<Row>> = ids.iter().map(|id| ((*id).clone(), None)).collect();
         for mut r in self.rows(&sql, &[self.team(), t.as_str().into(), list.into()])? {
             let rest = r.split_off(1);
             if let Some(id) = parse_id(r.pop().unwrap())? {
@@ -631,52 +542,6 @@ impl<C: Conn + ?Sized> SqlTx<'_, C> {
         self.head = Some((head, new_floor));
         Ok(())
     }
-}
-
-fn insert_token(conn: &mut dyn Conn, id: &str, team: &TeamId, hash: &str, now: i64) -> Result<(), StoreError> {
-    conn.exec(
-        "INSERT INTO tokens (id, team, hash, created) VALUES (?1, ?2, ?3, ?4)",
-        &[id.into(), team.as_str().into(), hash.into(), Val::Int(now)],
-    )?;
-    Ok(())
-}
-
-fn team_for_token(conn: &mut dyn Conn, hash: &str) -> Result<Option<TeamId>, StoreError> {
-    let rows = conn.query("SELECT team FROM tokens WHERE hash = ?1 AND revoked IS NULL", &[hash.into()])?;
-    match rows.into_iter().next() {
-        Some(r) => {
-            Ok(Some(TeamId::new(r.into_iter().next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?))
-        }
-        None => Ok(None),
-    }
-}
-
-fn list_tokens(conn: &mut dyn Conn) -> Result<Vec<TokenInfo>, StoreError> {
-    conn.query("SELECT id, team, created, revoked FROM tokens ORDER BY created, id", &[])?
-        .into_iter()
-        .map(|r| {
-            let mut r = r.into_iter();
-            Ok(TokenInfo {
-                id: r.next().unwrap().text()?,
-                team: TeamId::new(r.next().unwrap().text()?).map_err(|e| StoreError::new(e.to_string()))?,
-                created: r.next().unwrap().int()?,
-                revoked: match r.next().unwrap() {
-                    Val::Null => None,
-                    v => Some(v.int()?),
-                },
-            })
-        })
-        .collect()
-}
-
-/// Revokes the tokens whose id starts with `prefix`; returns them.
-fn revoke_tokens(conn: &mut dyn Conn, prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
-    let hits: Vec<TokenInfo> =
-        list_tokens(conn)?.into_iter().filter(|t| t.id.starts_with(prefix) && t.revoked.is_none()).collect();
-    for t in &hits {
-        conn.exec("UPDATE tokens SET revoked = ?2 WHERE id = ?1", &[t.id.as_str().into(), Val::Int(now)])?;
-    }
-    Ok(hits)
 }
 
 fn decode_changes(rows: Vec<Vec<Val>>) -> Result<Vec<Change>, StoreError> {
