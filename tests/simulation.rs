@@ -2,7 +2,7 @@
 //!
 //! `cargo test --test simulation` runs 1,000 seeds (`SIM_SEEDS` to change);
 //! a failing seed prints itself, and `SIM_SEED=<n> cargo test --test
-//! simulation replay -- --nocapture` replays it with a trace.
+//! simulation replay -- --ignored --nocapture` replays it with a trace.
 
 mod sim;
 
@@ -60,7 +60,7 @@ fn run_seed(seed: u64) -> Result<Sim, Box<(String, Sim)>> {
 fn report(seed: u64, e: &str, sim: &Sim) -> String {
     let tail: Vec<&String> = sim.log.iter().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
     format!(
-        "seed {seed} failed: {e}\nreplay: SIM_SEED={seed} cargo test --test simulation replay -- --nocapture\nlast events:\n{}",
+        "seed {seed} failed: {e}\nreplay: SIM_SEED={seed} cargo test --test simulation replay -- --ignored --nocapture\nlast events:\n{}",
         tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
     )
 }
@@ -78,9 +78,13 @@ fn seeded_runs_with_faults_converge_without_loss_or_duplication() {
     assert!(pushes > n, "the workload must actually push ({pushes} pushes in {n} seeds)");
 }
 
+/// A tool, not a check: replays one seed with its full trace.
+/// `SIM_SEED=<n> cargo test --test simulation replay -- --ignored --nocapture`
 #[test]
+#[ignore = "a tool: replays SIM_SEED"]
 fn replay() {
-    let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else { return };
+    let seed =
+        std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).expect("set SIM_SEED=<n> to the seed to replay");
     match run_seed(seed) {
         Ok(sim) => println!("seed {seed} passed; {} events\n{}", sim.log.len(), sim.log.join("\n")),
         Err(failed) => panic!("{}\nfull trace:\n{}", report(seed, &failed.0, &failed.1), failed.1.log.join("\n")),

@@ -2,7 +2,7 @@
 //! clock, with seeded faults on the network, the server and the clients.
 //!
 //! Everything that happens is a function of the seed, so a failing seed
-//! replays exactly (`SIM_SEED=<n> cargo test --test simulation replay`).
+//! replays exactly (`SIM_SEED=<n> cargo test --test simulation replay -- --ignored`).
 
 #![allow(dead_code)]
 
