@@ -6,12 +6,13 @@
 //! Those answers and tower-lsp's output go through one writer task, so
 //! frames on stdout never interleave.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tower_lsp_server::jsonrpc::{Error, ErrorCode, Id, Response};
 
 /// Largest message accepted (a megabytes-long message is normal; this is not).
 const MAX_MESSAGE: usize = 256 << 20;
@@ -40,8 +41,10 @@ impl Reject {
     }
 
     fn frame(&self) -> Vec<u8> {
-        let res = json!({ "jsonrpc": "2.0", "id": self.id, "error": { "code": self.code, "message": self.message } });
-        let body = serde_json::to_vec(&res).expect("serialises");
+        // `check` let through only ids tower-lsp's `Id` can hold.
+        let id = serde_json::from_value(self.id.clone()).unwrap_or(Id::Null);
+        let error = Error { code: ErrorCode::from(self.code), message: self.message.clone().into(), data: None };
+        let body = serde_json::to_vec(&Response::from_error(id, error)).expect("serialises");
         let mut out = header(body.len());
         out.extend_from_slice(&body);
         out
@@ -258,7 +261,8 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower_lsp_server::jsonrpc::{Request, Response};
+    use serde_json::json;
+    use tower_lsp_server::jsonrpc::Request;
 
     const PASS: Option<i64> = None;
     const PARSE: Option<i64> = Some(-32700);
