@@ -33,6 +33,9 @@ use crate::model::{Message, MessageId, ThreadId};
 use crate::time::Time;
 use crate::wire::{ClientId, PullResponse, PushResponse};
 
+mod disk;
+mod requests;
+
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 pub enum Cmd {
@@ -433,86 +436,6 @@ impl Driver {
         Ok(ListThreadsResult { threads: out.into_values().collect() })
     }
 
-    /// A file in the threads directory changed (or may have).
-    fn file_changed(&mut self, path: &Path) {
-        match files::thread_file(path) {
-            None => {}
-            Some(Err(e)) => tracing::warn!("{e}; ignored"),
-            Some(Ok((id, kind))) => {
-                let now = self.now();
-                if let Err(e) = self.client.file_changed(now, &id, kind) {
-                    tracing::error!(thread = %id, error = %e, "cannot take in a thread file");
-                }
-            }
-        }
-    }
-
-    /// Looks again at what a `.json` write displaced: someone's version to
-    /// merge back, possibly still being written.
-    fn check_displaced(&mut self, id: &ThreadId, path: &Path, expected: Option<u64>, attempt: u32) {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
-        let hash = files::hash64(&bytes);
-        if Some(hash) != expected {
-            let stamp = crate::engine::file::Stamp { ino: 0, len: bytes.len() as u64, mtime_ns: 0, hash };
-            match files::parse_json(&bytes, stamp, id) {
-                FileRead::Json { thread, .. } => {
-                    let now = self.now();
-                    if self.client.ensure_loaded(now, [id]).is_ok() {
-                        self.client.engine.file_read(now, id, FileKind::Json, FileRead::Displaced { thread });
-                    }
-                    // Taken in; keep watching in case the writer goes on.
-                    return self.schedule_displaced(id, path, Some(hash), attempt + 1);
-                }
-                _ if (attempt as usize) < DISPLACED_CHECKS.len() => {
-                    // Half written: its writer is still at it.
-                    return self.schedule_displaced(id, path, expected, attempt + 1);
-                }
-                _ => {
-                    let keep = self.cfg.state_dir.join("displaced");
-                    let _ = std::fs::create_dir_all(&keep);
-                    let to = keep.join(format!("{id}-{}.json", self.now().as_millis()));
-                    tracing::warn!(thread = %id, kept = %to.display(), "a version of the thread file displaced by our write never became valid JSON; kept aside");
-                    let _ = std::fs::rename(path, &to);
-                    return;
-                }
-            }
-        }
-        if (attempt as usize) < DISPLACED_CHECKS.len() {
-            self.schedule_displaced(id, path, expected, attempt + 1);
-        } else {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-
-    fn schedule_displaced(&self, id: &ThreadId, path: &Path, expected: Option<u64>, attempt: u32) {
-        let Some(delay) = DISPLACED_CHECKS.get(attempt as usize) else {
-            let _ = std::fs::remove_file(path);
-            return;
-        };
-        let (tx, id, path) = (self.tx.clone(), id.clone(), path.to_path_buf());
-        let delay = Duration::from_millis(*delay);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Cmd::Displaced { id, path, expected, attempt });
-        });
-    }
-
-    fn follow_old_log(&self, log: PathBuf, old: PathBuf, from: u64, attempt: u32) {
-        let Some(delay) = DISPLACED_CHECKS.get(attempt as usize) else {
-            let _ = std::fs::remove_file(&old);
-            return;
-        };
-        let tx = self.tx.clone();
-        let delay = Duration::from_millis(*delay);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Cmd::OldLog { log, old, from, attempt });
-        });
-    }
-
     /// Performs everything the engine asked for: the disk side through the
     /// client, then the rest in order.
     async fn perform(&mut self) {
@@ -535,128 +458,6 @@ impl Driver {
         }
         for a in out.actions {
             self.act(a).await;
-        }
-    }
-
-    /// Fetches the content of our own inserts that came back without it
-    /// and that this machine no longer has, then hands the pull on (or
-    /// fails it, to be retried).
-    fn fetch_bodies(&mut self, req: ReqId, r: PullOutcome, missing: Vec<(ThreadId, MessageId)>) {
-        let PullOutcome::Ok(resp) = r else { return };
-        let (net, tx) = (self.net.clone(), self.tx.clone());
-        let h = tokio::spawn(async move {
-            let mut fetched = Vec::with_capacity(missing.len());
-            for (thread, id) in missing {
-                match net.kept_message(&thread, &id, Duration::from_secs(60)).await {
-                    Ok(Some(m)) => fetched.push((thread, m)),
-                    Ok(None) => {
-                        let message = format!("the server does not have message {id} of {thread} it announced");
-                        let f = Failure::Http { status: 502, retry_after: None, message };
-                        let _ = tx.send(Cmd::Pulled(req, PullOutcome::Failed(f)));
-                        return;
-                    }
-                    Err(f) => {
-                        let _ = tx.send(Cmd::Pulled(req, PullOutcome::Failed(f)));
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(Cmd::Fetched(req, resp, fetched));
-        });
-        self.pulls.insert(req, h);
-    }
-
-    async fn act(&mut self, action: Action) {
-        match action {
-            Action::Push { req, body, timeout } => {
-                let (net, tx) = (self.net.clone(), self.tx.clone());
-                match self.client.load_push(&body) {
-                    Ok(body) => {
-                        tokio::spawn(async move {
-                            let r = net.push(&body, timeout).await;
-                            let _ = tx.send(Cmd::Pushed(req, r));
-                        });
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot load what a push carries");
-                        let _ = tx
-                            .send(Cmd::Pushed(req, Err(Failure::Http { status: 500, retry_after: None, message: e })));
-                    }
-                }
-            }
-            Action::Pull { req, cursor, wait, timeout } => {
-                let (net, tx) = (self.net.clone(), self.tx.clone());
-                let clients: Vec<ClientId> = self.client.engine.client_ids().into_iter().cloned().collect();
-                let h = tokio::spawn(async move {
-                    let r = net.pull(cursor.as_ref(), wait, timeout, &clients.iter().collect::<Vec<_>>()).await;
-                    let _ = tx.send(Cmd::Pulled(req, r));
-                });
-                self.pulls.insert(req, h);
-            }
-            Action::CancelPull { req } => {
-                if let Some(h) = self.pulls.remove(&req) {
-                    h.abort();
-                }
-            }
-            Action::Probe { req, timeout } => {
-                let (net, tx) = (self.net.clone(), self.tx.clone());
-                tokio::spawn(async move {
-                    let r = net.probe(timeout).await;
-                    let _ = tx.send(Cmd::Probed(req, r));
-                });
-            }
-            Action::Save(_) | Action::WriteFile { .. } => unreachable!("performed by the client"),
-            Action::Status(s) => {
-                let v = SyncStatus::from(&s);
-                self.status.send_replace(v.clone());
-                self.editor.send_notification::<protocol::Status>(v).await;
-            }
-            Action::ThreadStatus(s) => {
-                self.editor.send_notification::<protocol::ThreadStatus>(ThreadStatusParams::from(&s)).await;
-            }
-            Action::ThreadUpdated { thread_id, version, title, message_count, origin } => {
-                let v = ThreadUpdatedParams {
-                    thread_id: thread_id.into(),
-                    version,
-                    title,
-                    message_count,
-                    origin: origin.into(),
-                };
-                self.editor.send_notification::<protocol::ThreadUpdated>(v).await;
-            }
-            Action::Rollback { thread_id, reason, ops } => {
-                let now = self.now().as_millis();
-                let kept =
-                    ops.iter().map(|op| self.client.store.load_op(&thread_id, op)).collect::<Result<Vec<_>, _>>();
-                match kept.and_then(|ops| self.client.store.save_rejected(&thread_id, &ops, &reason, now)) {
-                    Ok(()) => {}
-                    Err(e) => tracing::error!(thread = %thread_id, error = %e, "cannot keep a refused change"),
-                }
-                let v = RollbackParams { thread_id: thread_id.into(), reason };
-                self.editor.send_notification::<protocol::Rollback>(v).await;
-            }
-            Action::SyncDone { ticket, result } => {
-                if let Some(reply) = self.tickets.remove(&ticket) {
-                    let _ = reply.send(result);
-                }
-            }
-            Action::Notify { error, message } => {
-                let level = if error { MessageType::ERROR } else { MessageType::WARNING };
-                self.editor.show_message(level, message).await;
-            }
-            Action::Progress { token, step } => match step {
-                ProgressStep::Begin(title) if self.progress => {
-                    let done = show_progress(self.editor.clone(), &token, title);
-                    self.shown.insert(token, done);
-                }
-                ProgressStep::Begin(_) => {}
-                ProgressStep::End(message) => {
-                    if let Some(done) = self.shown.remove(&token) {
-                        let _ = done.send(message);
-                    }
-                }
-            },
-            Action::Warning(w) => tracing::warn!("{w}"),
         }
     }
 }

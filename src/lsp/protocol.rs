@@ -3,6 +3,10 @@
 //! what they carry (names fixed by interface.md; protocol.md, "The sidecar",
 //! documents them).
 //!
+//! Longer than 600 lines: the whole surface in one file is the point —
+//! the editors' definitions are generated from it and a reader checks it
+//! against protocol.md in one go.
+//!
 //! This is the one place the surface is written down. The VS Code
 //! extension's types (`editors/vscode/src/protocol.generated.ts`) and the
 //! Neovim plugin's name table (`editors/nvim/lua/threadsync/protocol.lua`)
