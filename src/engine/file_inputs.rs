@@ -292,18 +292,9 @@ impl SyncEngine {
         let t = self.threads.get_mut(id).expect("tracked");
         let old = std::mem::replace(&mut t.file.view, FileView::of_thread(&file));
         let delta = view_delta(&old.messages, &t.file.view.messages);
-        let view = &t.file.view;
-        let mut lagging: Vec<MessageId> = t
-            .local
-            .thread
-            .messages
-            .iter()
-            .filter(|m| view.messages.get(&m.id) != Some(&m.content.hash()))
-            .map(|m| m.id.clone())
-            .collect();
-        // And what the log shows that the thread no longer has (deleted
-        // while the log lagged behind): a delete record each.
-        lagging.extend(view.messages.keys().filter(|m| t.local.get(m).is_none()).cloned());
+        // What the log shows that the thread no longer has (deleted while
+        // the log lagged behind) is among them: a delete record each.
+        let lagging = t.file_lag();
         for m in &lagging {
             t.file.touch(Some(m));
         }

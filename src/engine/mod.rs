@@ -484,17 +484,7 @@ impl SyncEngine {
         }
         if t.file.dirty && t.file.kind == FileKind::Jsonl {
             // What lags was only in memory: compare the thread with the log.
-            let view = &t.file.view;
-            let mut changed: BTreeSet<MessageId> = t
-                .local
-                .thread
-                .messages
-                .iter()
-                .filter(|m| view.messages.get(&m.id) != Some(&m.content.hash()))
-                .map(|m| m.id.clone())
-                .collect();
-            changed.extend(view.messages.keys().filter(|id| t.local.get(id).is_none()).cloned());
-            t.file.changed = changed;
+            t.file.changed = t.file_lag().into_iter().collect();
             t.file.meta_changed = true;
         }
         if t.file.lags() {

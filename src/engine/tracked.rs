@@ -62,6 +62,18 @@ pub(super) struct Tracked {
 }
 
 impl Tracked {
+    /// The messages the file does not show as the thread has them: missing
+    /// or different there, or there though the thread no longer has them.
+    pub(super) fn file_lag(&self) -> Vec<MessageId> {
+        let view = &self.file.view;
+        let mut lag: Vec<MessageId> = (self.local.thread.messages.iter())
+            .filter(|m| view.messages.get(&m.id) != Some(&m.content.hash()))
+            .map(|m| m.id.clone())
+            .collect();
+        lag.extend(view.messages.keys().filter(|id| self.local.get(id).is_none()).cloned());
+        lag
+    }
+
     pub(super) fn new(base: Doc, kind: FileKind, now: Time) -> Self {
         Tracked {
             local: base.clone(),
