@@ -20,7 +20,9 @@ fn concurrent_edits_from_two_clients_converge() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "shared" }))["threadId"].as_str().unwrap().to_string();
     b.wait_thread(&id, T, |t| t["title"] == "shared");
@@ -52,7 +54,9 @@ fn assistant_file_writes_sync_and_unknown_fields_survive() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     b.wait_status("synced", T);
     let file = json!({ "id": "T-file", "title": "from the assistant", "created": 5, "custom": { "keep": true },
@@ -86,7 +90,9 @@ fn a_change_survives_kill_9_of_the_sidecar() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "k" }))["threadId"].as_str().unwrap().to_string();
     b.wait_thread(&id, T, |t| t["title"] == "k");
@@ -97,6 +103,7 @@ fn a_change_survives_kill_9_of_the_sidecar() {
     );
     a.kill9();
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let tb = b.wait_thread(&id, T, |t| !t["messages"].as_array().unwrap().is_empty());
     assert_eq!(ids(&tb), ["m-kill"]);
     // Settle, then check nothing doubled anywhere.
@@ -114,7 +121,9 @@ fn concurrent_titles_conflict_and_resolve() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "base" }))["threadId"].as_str().unwrap().to_string();
     b.wait_thread(&id, T, |t| t["title"] == "base");
@@ -156,6 +165,7 @@ fn bad_input_is_answered_and_the_sidecar_stays_up() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     a.wait_status("synced", T);
     // Malformed JSON: a parse error, and the process stays alive.
     let body = b"{\"jsonrpc\": \"2.0\", \"id\": 99, \"method\": ";
@@ -217,10 +227,12 @@ fn wrong_token_is_unauthorized_and_teams_are_isolated() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     a.wait_status("synced", T);
     a.ok("threadsync/createThread", json!({ "title": "secret" }));
     a.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
     let mut bad = Sidecar::start(&dir.0.join("bad"), &server, "tsk_0000000000_wrong");
+    bad.ignore_chatter();
     let st = bad.wait_status("unauthorized", T);
     assert!(st["params"]["message"].as_str().unwrap().contains("token"), "{st}");
     bad.wait_note("showMessage", T, |m| m["method"] == "window/showMessage");
@@ -240,11 +252,13 @@ fn the_sidecar_never_outlives_its_editor() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     a.wait_status("synced", T);
     a.close();
     assert!(a.exited_within(Duration::from_secs(1)), "after stdin closed");
 
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     b.ok("shutdown", Value::Null);
     b.notify("exit", Value::Null);
     assert!(b.exited_within(Duration::from_secs(1)), "after exit");
@@ -256,6 +270,7 @@ fn the_sidecar_never_outlives_its_editor() {
     let opts =
         json!({ "server": server.url(), "token": token, "threadsDir": d.join("threads"), "stateDir": d.join("state") });
     let mut c = Sidecar::spawn(&d, opts, Some(editor.id()));
+    c.ignore_chatter();
     c.wait_status("synced", T);
     editor.kill().unwrap();
     editor.wait().unwrap();
@@ -275,7 +290,9 @@ fn a_partition_queues_changes_and_healing_delivers_them() {
     std::fs::create_dir_all(&a_dir).unwrap();
     let opts = json!({ "server": proxy.url(), "token": token, "threadsDir": a_dir.join("threads"), "stateDir": a_dir.join("state") });
     let mut a = Sidecar::spawn(&a_dir, opts, None);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "p" }))["threadId"].as_str().unwrap().to_string();
     a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "Online message" }));
@@ -307,7 +324,9 @@ fn a_server_crash_during_a_stream_loses_and_duplicates_nothing() {
     let mut server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "stream" }))["threadId"].as_str().unwrap().to_string();
     let addr = server.addr.clone();
@@ -340,8 +359,10 @@ fn two_sidecars_on_one_threads_dir_take_turns() {
     let token = server.token("team");
     let shared = dir.0.join("shared");
     let mut first = Sidecar::start(&shared, &server, &token);
+    first.ignore_chatter();
     first.wait_status("synced", T);
     let mut second = Sidecar::start(&shared, &server, &token);
+    second.ignore_chatter();
     let st = second.wait_status("synced", T);
     assert!(st["params"]["message"].as_str().unwrap_or_default().contains("another editor window"), "{st}");
     let id = first.ok("threadsync/createThread", json!({ "title": "two" }))["threadId"].as_str().unwrap().to_string();
@@ -357,6 +378,7 @@ fn two_sidecars_on_one_threads_dir_take_turns() {
     first.close();
     assert!(first.exited_within(Duration::from_secs(1)));
     let mut other = Sidecar::start(&dir.0.join("other"), &server, &token);
+    other.ignore_chatter();
     other.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 2);
     other.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "from elsewhere" }));
     let t =
@@ -372,7 +394,9 @@ fn a_thousand_messages_sync_end_to_end() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "perf" }))["threadId"].as_str().unwrap().to_string();
     b.wait_thread(&id, T, |t| t["title"] == "perf");
@@ -394,12 +418,14 @@ fn the_first_sync_shows_progress() {
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     a.wait_status("synced", T);
     for i in 0..5 {
         a.ok("threadsync/createThread", json!({ "title": format!("t{i}") }));
     }
     a.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     let begin =
         b.wait_note("progress begin", T, |m| m["method"] == "$/progress" && m["params"]["value"]["kind"] == "begin");
     assert!(begin["params"]["value"]["title"].as_str().unwrap().contains("first sync"));
@@ -448,18 +474,23 @@ fn configuration_precedence() {
     std::fs::write(d.join("config/threadsync/config.json"), file.to_string()).unwrap();
     let dirs = json!({ "threadsDir": d.join("threads"), "stateDir": d.join("state") });
     let mut a = Sidecar::spawn_env(&d, dirs.clone(), None, &[]);
+    a.ignore_chatter();
     a.wait_status("synced", T);
     a.close();
     assert!(a.exited_within(Duration::from_secs(1)));
     // The environment overrides the file: a wrong token is refused.
     let mut b = Sidecar::spawn_env(&d, dirs.clone(), None, &[("THREADSYNC_TOKEN", "tsk_0000000000_wrong")]);
+    b.ignore_chatter();
     b.wait_status("unauthorized", T);
+    let m = b.wait_note("showMessage", T, |m| m["method"] == "window/showMessage");
+    assert!(m["params"]["message"].as_str().unwrap().contains("token"), "{m}");
     b.close();
     assert!(b.exited_within(Duration::from_secs(1)));
     // initializationOptions override the environment.
     let mut opts = dirs.clone();
     opts["token"] = json!(token);
     let mut c = Sidecar::spawn_env(&d, opts, None, &[("THREADSYNC_TOKEN", "tsk_0000000000_wrong")]);
+    c.ignore_chatter();
     c.wait_status("synced", T);
     // A setting of the wrong type is an error naming it, and nothing of that
     // change is applied (the server stays the working one).
@@ -474,6 +505,7 @@ fn configuration_precedence() {
     let mut bad = dirs.clone();
     bad["threadsDir"] = json!(["not", "a", "path"]);
     let mut e = Sidecar::spawn_env(&d, bad, None, &[]);
+    e.ignore_chatter();
     let m = e.wait_note("showMessage", T, |m| m["method"] == "window/showMessage");
     assert!(m["params"]["message"].as_str().unwrap().contains("threadsDir: expected a string"), "{m}");
     e.close();
@@ -501,7 +533,9 @@ fn without_a_watcher_rescans_still_find_file_changes() {
     let opts =
         json!({ "server": server.url(), "token": token, "threadsDir": d.join("threads"), "stateDir": d.join("state") });
     let mut a = Sidecar::spawn_env(&d, opts, None, &[("THREADSYNC_WATCH", "poll")]);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     let file = json!({ "id": "T-polled", "title": "found by a rescan", "messages": [{ "id": "m-1", "role": "user", "content": "hi" }] });
     std::fs::write(a.threads.join("T-polled.json"), file.to_string()).unwrap();
@@ -522,7 +556,9 @@ fn a_sidecar_behind_the_compacted_log_refetches() {
     let server = Server::start_args(&db, "127.0.0.1:0", &["--keep-changes", "3", "--compact-every", "0.2"]);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     let id = a.ok("threadsync/createThread", json!({ "title": "compacted" }))["threadId"].as_str().unwrap().to_string();
     b.wait_thread(&id, T, |t| t["title"] == "compacted");
@@ -561,6 +597,7 @@ fn a_sidecar_behind_the_compacted_log_refetches() {
     };
     let before = refetches();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     let tb = b.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 11);
     assert!(refetches() > before, "b was told to refetch");
     let ta = a.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 11);
@@ -581,7 +618,9 @@ fn an_idle_sidecar_holds_one_pull_through_heartbeats() {
     let server = Server::start_args(&db, "127.0.0.1:0", &["--heartbeat", "0.2"]);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     a.wait_status("synced", T);
     b.wait_status("synced", T);
     let http = reqwest::blocking::Client::new();
@@ -629,6 +668,7 @@ fn a_pushing_sidecar_does_not_pull_its_own_content_back() {
         (get("threadsync_push_bytes_total"), get("threadsync_pull_bytes_total"))
     };
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
+    a.ignore_chatter();
     let id = a.ok("threadsync/createThread", json!({ "title": "own" }))["threadId"].as_str().unwrap().to_string();
     a.wait_status("synced", T);
     std::thread::sleep(Duration::from_millis(500));
@@ -648,6 +688,7 @@ fn a_pushing_sidecar_does_not_pull_its_own_content_back() {
     assert!(pull < 1024, "the sidecar pulled {pull} bytes back for its own 64 KB message");
 
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
+    b.ignore_chatter();
     b.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 1);
     a.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": big.replace('x', "y") }));
     let tb = b.wait_thread(&id, T, |t| t["messages"].as_array().unwrap().len() == 2);

@@ -2,6 +2,11 @@
 //! JSON-RPC over stdio). Shared by the sidecar tests and the propagation
 //! benchmark. Each message read gets `_received_us`: microseconds since the
 //! process started reading, for latency measurements.
+//!
+//! Strict, as ruff's test server is: a sidecar dropped with a message left
+//! unread (a notification, a request of its own, a stray answer) fails the
+//! test, unless the test said it does not care (`ignore`, `ignore_chatter`).
+//! An error notification nobody looked at is how a bug slips by.
 
 #![allow(dead_code)]
 
@@ -84,6 +89,89 @@ impl Drop for Server {
     }
 }
 
+// ----- what a test may leave unread --------------------------------------------
+
+/// What every syncing sidecar says whatever the test does: its status, its
+/// threads' states and updates, and the first sync's progress.
+pub const CHATTER: &[&str] = &[
+    "threadsync/status",
+    "threadsync/threadStatus",
+    "threadsync/threadUpdated",
+    "$/progress",
+    "window/workDoneProgress/create",
+];
+
+/// The messages a test said it leaves unread. Shared by this harness and
+/// the in-process one (`tests/common/lsp_inprocess.rs`).
+#[derive(Default)]
+pub struct Ignored {
+    rules: Vec<Box<dyn Fn(&Value) -> bool + Send>>,
+    everything: bool,
+}
+
+/// A `threadsync/threadStatus` reporting an error for `thread`.
+pub fn is_thread_error(m: &Value, thread: &str) -> bool {
+    m["method"] == "threadsync/threadStatus" && m["params"]["threadId"] == thread && m["params"]["state"] == "error"
+}
+
+impl Ignored {
+    pub fn methods(&mut self, methods: &[&str]) {
+        let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+        self.rules.push(Box::new(move |m| methods.iter().any(|x| m["method"] == x.as_str())));
+    }
+
+    /// `CHATTER`, except a thread's error: that one a test must read (or
+    /// ignore by name).
+    pub fn chatter(&mut self) {
+        self.rules.push(Box::new(|m| {
+            let method = m["method"].as_str().unwrap_or_default();
+            let thread_error = method == "threadsync/threadStatus" && m["params"]["state"] == "error";
+            CHATTER.contains(&method) && !thread_error
+        }));
+    }
+
+    pub fn matching(&mut self, pred: impl Fn(&Value) -> bool + Send + 'static) {
+        self.rules.push(Box::new(pred));
+    }
+
+    /// For benchmarks, which measure rather than check.
+    pub fn everything(&mut self) {
+        self.everything = true;
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.everything
+    }
+
+    pub fn covers(&self, m: &Value) -> bool {
+        self.everything || self.rules.iter().any(|r| r(m))
+    }
+
+    /// Fails the test if `notes` holds a message it did not say it ignores.
+    pub fn check(&self, who: &str, notes: &[Value]) {
+        let unread: Vec<&Value> = notes.iter().filter(|m| !self.covers(m)).collect();
+        let shown: Vec<String> = unread
+            .iter()
+            .take(20)
+            .map(|m| {
+                let mut m = (*m).clone();
+                if let Some(o) = m.as_object_mut() {
+                    o.remove("_received_us");
+                }
+                let text = m.to_string();
+                if text.len() > 300 { format!("{}…", &text[..text.floor_char_boundary(300)]) } else { text }
+            })
+            .collect();
+        assert!(
+            unread.is_empty(),
+            "{who} ended with {} message(s) the test neither read nor ignored (the first {}):\n  {}",
+            unread.len(),
+            shown.len(),
+            shown.join("\n  ")
+        );
+    }
+}
+
 // ----- a sidecar, as an editor sees it --------------------------------------
 
 pub struct Sidecar {
@@ -93,8 +181,10 @@ pub struct Sidecar {
     pub stdout_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     rx: Receiver<Value>,
     next_id: u64,
-    /// Notifications received and not yet looked at.
+    /// Messages received and not yet looked at: notifications, the
+    /// sidecar's own requests (answered), answers nobody waited for.
     pub notes: Vec<Value>,
+    ignored: Ignored,
     pub threads: PathBuf,
 }
 
@@ -159,7 +249,16 @@ impl Sidecar {
                 }
             }
         });
-        let mut s = Sidecar { child, stdin, stdout_bytes, rx, next_id: 1, notes: Vec::new(), threads };
+        let mut s = Sidecar {
+            child,
+            stdin,
+            stdout_bytes,
+            rx,
+            next_id: 1,
+            notes: Vec::new(),
+            ignored: Ignored::default(),
+            threads,
+        };
         let init =
             s.request("initialize", json!({ "processId": pid, "capabilities": { "window": { "workDoneProgress": true } }, "initializationOptions": opts }));
         assert!(
@@ -204,15 +303,45 @@ impl Sidecar {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(m) if m.get("id") == Some(&id) && m.get("method").is_none() => return m,
-                Ok(m) if m.get("method").is_some() && m.get("id").is_some() => {
-                    // A request from the sidecar (e.g. progress): answer it.
-                    let reply = json!({ "jsonrpc": "2.0", "id": m["id"], "result": null });
-                    self.send(&reply);
-                }
-                Ok(m) => self.notes.push(m),
+                Ok(m) => self.received(m),
                 Err(_) => panic!("no answer to request {id}"),
             }
         }
+    }
+
+    /// Keeps a message for the test to look at; a request of the sidecar's
+    /// (e.g. progress) is answered first, so the sidecar does not wait.
+    fn received(&mut self, m: Value) {
+        if m.get("method").is_some()
+            && m.get("id").is_some()
+            && let Some(stdin) = self.stdin.as_mut()
+        {
+            // A sidecar that has exited needs no answer.
+            let reply = json!({ "jsonrpc": "2.0", "id": m["id"], "result": null });
+            let _ = stdin.write_all(&frame(&reply)).and_then(|()| stdin.flush());
+        }
+        self.notes.push(m);
+    }
+
+    /// The test does not care whether these notifications (or requests of
+    /// the sidecar's) come.
+    pub fn ignore(&mut self, methods: &[&str]) {
+        self.ignored.methods(methods);
+    }
+
+    /// The test does not care about `CHATTER`, except a thread's error.
+    pub fn ignore_chatter(&mut self) {
+        self.ignored.chatter();
+    }
+
+    /// The test does not care whether messages matching `pred` come.
+    pub fn ignore_where(&mut self, pred: impl Fn(&Value) -> bool + Send + 'static) {
+        self.ignored.matching(pred);
+    }
+
+    /// For benchmarks: nothing is checked, and dropping only kills.
+    pub fn ignore_everything(&mut self) {
+        self.ignored.everything();
     }
 
     pub fn ok(&mut self, method: &str, params: Value) -> Value {
@@ -230,13 +359,12 @@ impl Sidecar {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(m) if pred(&m) => return m,
-                Ok(m) if m.get("method").is_some() && m.get("id").is_some() => {
-                    let reply = json!({ "jsonrpc": "2.0", "id": m["id"], "result": null });
-                    self.send(&reply);
-                    self.notes.push(m);
+                Ok(m) => {
+                    self.received(m);
+                    if pred(self.notes.last().unwrap()) {
+                        return self.notes.pop().unwrap();
+                    }
                 }
-                Ok(m) => self.notes.push(m),
                 Err(RecvTimeoutError::Timeout) => panic!(
                     "timed out waiting for {what}; seen: {:?}",
                     self.notes.iter().map(|m| m["method"].as_str().unwrap_or("response")).collect::<Vec<_>>()
@@ -286,9 +414,38 @@ impl Sidecar {
     }
 }
 
+impl Sidecar {
+    /// Shuts the sidecar down as an editor does (if it still runs and
+    /// reads), then reads all it wrote until it exited: what is unread then
+    /// is all it will ever have said.
+    fn read_to_exit(&mut self) {
+        if self.stdin.is_some() && self.child.try_wait().unwrap().is_none() {
+            let r = self.request("shutdown", Value::Null);
+            assert!(r.get("error").is_none(), "shutdown: {r}");
+            self.notify("exit", Value::Null);
+            self.close();
+        }
+        let deadline = Instant::now() + T;
+        loop {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(m) => self.received(m),
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => panic!("the sidecar did not exit after `exit` or stdin closed"),
+            }
+        }
+    }
+}
+
 impl Drop for Sidecar {
     fn drop(&mut self) {
+        // A failing test has said what went wrong; don't bury it.
+        if self.ignored.is_everything() || std::thread::panicking() {
+            self.kill9();
+            return;
+        }
+        self.read_to_exit();
         self.kill9();
+        self.ignored.check(&format!("the sidecar of {}", self.threads.display()), &self.notes);
     }
 }
 
