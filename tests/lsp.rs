@@ -62,6 +62,8 @@ fn assistant_file_writes_sync_and_unknown_fields_survive() {
     let file = json!({ "id": "T-file", "title": "from the assistant", "created": 5, "custom": { "keep": true },
         "messages": [ { "role": "user", "content": "question", "timestamp": 1, "model": "m1" },
                       { "id": "m-2", "role": "assistant", "content": [ { "type": "text", "text": "answer" } ], "timestamp": 2 } ] });
+    // Written in place, the file may be read half done: reported, then read again.
+    a.ignore_where(|m| is_thread_error(m, "T-file"));
     std::fs::write(a.threads.join("T-file.json"), serde_json::to_vec_pretty(&file).unwrap()).unwrap();
     let tb = b.wait_thread("T-file", T, |t| t["messages"].as_array().is_some_and(|m| m.len() == 2));
     assert_eq!(tb["title"], "from the assistant");
@@ -113,109 +115,31 @@ fn a_change_survives_kill_9_of_the_sidecar() {
     assert_eq!(ids(&a.ok("threadsync/getThread", json!({ "threadId": id }))), ["m-kill"]);
 }
 
-/// Concurrent title changes: both converge, a conflict is listed, and
-/// resolving it with `local` makes that side win everywhere.
+/// Garbage on the real stdin (a body that is not JSON, a header without a
+/// usable length, JSON that is not JSON-RPC) is answered, and the process
+/// goes on serving. Each kind of bad request is in `lsp_inprocess.rs`.
 #[test]
-fn concurrent_titles_conflict_and_resolve() {
-    let dir = common::TempDir::new("lsp-title");
-    let server = Server::start(&dir.0);
-    let token = server.token("team");
-    let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
-    a.ignore_chatter();
-    let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
-    b.ignore_chatter();
-    a.wait_status("synced", T);
-    let id = a.ok("threadsync/createThread", json!({ "title": "base" }))["threadId"].as_str().unwrap().to_string();
-    b.wait_thread(&id, T, |t| t["title"] == "base");
-    a.ok("threadsync/setTitle", json!({ "threadId": id, "title": "A's title" }));
-    b.ok("threadsync/setTitle", json!({ "threadId": id, "title": "B's title" }));
-    a.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [id] }));
-    b.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [id] }));
-    a.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
-    let (ta, tb) = (
-        a.ok("threadsync/getThread", json!({ "threadId": id })),
-        b.ok("threadsync/getThread", json!({ "threadId": id })),
-    );
-    assert_eq!(ta["title"], tb["title"], "converged");
-    // Whoever lost has the conflict.
-    let (loser, winner_title) = if ta["title"] == "A's title" { (&mut b, "A's title") } else { (&mut a, "B's title") };
-    let conflicts = loser.ok("threadsync/listConflicts", json!({}))["conflicts"].clone();
-    assert_eq!(conflicts.as_array().unwrap().len(), 1, "{conflicts}");
-    let c = &conflicts[0];
-    assert_eq!(
-        (c["kind"].as_str(), c["base"].as_str(), c["remote"].as_str()),
-        (Some("title"), Some("base"), Some(winner_title))
-    );
-    let losing_title = c["local"].as_str().unwrap().to_string();
-    loser.wait_status("conflict", T);
-    loser.ok(
-        "workspace/executeCommand",
-        json!({ "command": "threadsync.resolveConflict", "arguments": [{ "conflictId": c["id"], "choose": "local" }] }),
-    );
-    loser.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
-    assert!(loser.ok("threadsync/listConflicts", json!({}))["conflicts"].as_array().unwrap().is_empty());
-    a.wait_thread(&id, T, |t| t["title"] == losing_title.as_str());
-    b.wait_thread(&id, T, |t| t["title"] == losing_title.as_str());
-}
-
-/// Bad input gets a clear error and the sidecar keeps running.
-#[test]
-fn bad_input_is_answered_and_the_sidecar_stays_up() {
+fn garbage_on_stdin_is_answered_and_the_sidecar_stays_up() {
     let dir = common::TempDir::new("lsp-bad");
     let server = Server::start(&dir.0);
     let token = server.token("team");
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
     a.ignore_chatter();
     a.wait_status("synced", T);
-    // Malformed JSON: a parse error, and the process stays alive.
-    let body = b"{\"jsonrpc\": \"2.0\", \"id\": 99, \"method\": ";
-    let stdin = a.stdin.as_mut().unwrap();
-    stdin.write_all(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes()).unwrap();
-    stdin.write_all(body).unwrap();
-    stdin.flush().unwrap();
-    let parse = a.wait_note("parse error", T, |m| m["error"]["code"] == -32700);
-    assert!(parse["error"]["message"].is_string());
-    // Unknown method, wrong parameter types, hostile ids.
-    assert_eq!(a.request("threadsync/nope", json!({}))["error"]["code"], -32601);
-    assert_eq!(
-        a.request("threadsync/appendMessage", json!({ "threadId": 5, "role": [], "content": "x" }))["error"]["code"],
-        -32602
-    );
-    let r = a.request("threadsync/getThread", json!({ "threadId": "../../etc/passwd" }));
-    assert_eq!(r["error"]["code"], -32602);
-    assert!(r["error"]["message"].as_str().unwrap().contains("only letters"), "{r}");
-    let r = a.request("workspace/executeCommand", json!({ "command": "threadsync.resolveConflict", "arguments": [{ "conflictId": "c-none", "choose": "local" }] }));
-    assert!(r["error"]["message"].as_str().unwrap().contains("no conflict"), "{r}");
-    let r = a.request(
-        "workspace/executeCommand",
-        json!({ "command": "threadsync.resolveConflict", "arguments": [{ "conflictId": "x", "choose": "both" }] }),
-    );
-    assert_eq!(r["error"]["code"], -32602);
-    // A half-written file: reported for that thread, tried again when it changes.
-    std::fs::write(a.threads.join("T-half.json"), b"{\"id\": \"T-half\", \"messages\": [{\"role\": \"us").unwrap();
-    let st = a.wait_note("threadStatus error", T, |m| {
-        m["method"] == "threadsync/threadStatus" && m["params"]["threadId"] == "T-half"
-    });
-    assert_eq!(st["params"]["state"], "error");
-    assert!(st["params"]["error"].as_str().unwrap().contains("not valid thread JSON"), "{st}");
-    std::fs::write(
-        a.threads.join("T-half.json"),
-        br#"{"id": "T-half", "messages": [{"role": "user", "content": "whole now"}]}"#,
-    )
-    .unwrap();
-    a.wait_note("threadStatus recovered", T, |m| {
-        m["method"] == "threadsync/threadStatus"
-            && m["params"]["threadId"] == "T-half"
-            && m["params"]["state"] != "error"
-    });
-    // A file whose name is not a thread id is ignored.
-    std::fs::write(a.threads.join("not a thread.json"), b"{}").unwrap();
-    let st = a.ok("threadsync/getStatus", json!({}));
-    assert!(st["state"].is_string());
-    let t = a.wait_thread("T-half", T, |t| t["messages"].as_array().is_some_and(|m| m.len() == 1));
-    assert_eq!(t["messages"][0]["content"], "whole now");
-    let list = a.ok("threadsync/listThreads", json!({}));
-    assert!(list["threads"].as_array().unwrap().iter().any(|t| t["id"] == "T-half"), "{list}");
+    let frames: [(&[u8], i64); 3] = [
+        (b"Content-Length: 39\r\n\r\n{\"jsonrpc\": \"2.0\", \"id\": 99, \"method\": ", -32700),
+        (b"Content-Length: x\r\n\r\n", -32700),
+        (b"Content-Length: 2\r\n\r\n[]", -32600),
+    ];
+    for (bytes, code) in frames {
+        let stdin = a.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+        let what = String::from_utf8_lossy(bytes).to_string();
+        let err = a.wait_note(&format!("an error for {what:?}"), T, |m| m.get("error").is_some());
+        assert_eq!((&err["error"]["code"], &err["id"]), (&json!(code), &Value::Null), "{what:?}: {err}");
+        assert!(a.ok("threadsync/getStatus", json!({}))["state"].is_string(), "{what:?}");
+    }
     assert!(a.child.try_wait().unwrap().is_none(), "still running");
 }
 
@@ -538,6 +462,8 @@ fn without_a_watcher_rescans_still_find_file_changes() {
     b.ignore_chatter();
     a.wait_status("synced", T);
     let file = json!({ "id": "T-polled", "title": "found by a rescan", "messages": [{ "id": "m-1", "role": "user", "content": "hi" }] });
+    // Written in place, the file may be read half done: reported, then read again.
+    a.ignore_where(|m| is_thread_error(m, "T-polled"));
     std::fs::write(a.threads.join("T-polled.json"), file.to_string()).unwrap();
     b.wait_thread("T-polled", T, |t| t["title"] == "found by a rescan");
     // Rescans of an unchanged directory push nothing.

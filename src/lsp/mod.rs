@@ -355,6 +355,22 @@ fn init_logs() {
     }
 }
 
+/// Serves one editor over `input` and `output` until `exit` or the end of
+/// `input`: the sidecar `run` starts on stdio, and tests on in-memory pipes.
+/// The sync driver it starts outlives it (`run` ends the process), and a
+/// write error on `output` ends the process, as on stdio.
+pub async fn serve(
+    input: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    output: impl tokio::io::AsyncWrite + Unpin + Send + 'static,
+) {
+    let (service, socket) = service();
+    let (input, output, io) = stdio::transport(input, output);
+    Server::new(input, output, socket).serve(service).await;
+    // Write out the answers still queued, without hanging on an editor
+    // that stopped reading.
+    let _ = tokio::time::timeout(Duration::from_secs(2), io.finish()).await;
+}
+
 pub fn run() -> ExitCode {
     init_logs();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -364,14 +380,7 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async {
-        let (service, socket) = service();
-        let (input, output, io) = stdio::transport(tokio::io::stdin(), tokio::io::stdout());
-        Server::new(input, output, socket).serve(service).await;
-        // Write out the answers still queued, without hanging on an editor
-        // that stopped reading.
-        let _ = tokio::time::timeout(Duration::from_secs(2), io.finish()).await;
-    });
+    rt.block_on(serve(tokio::io::stdin(), tokio::io::stdout()));
     // `exit`, or stdin closed: everything a restart needs is committed (a
     // file stamp not yet saved is found again by reading the file); leave
     // at once (without waiting for the blocking stdin reader).

@@ -105,9 +105,12 @@ pub const CHATTER: &[&str] = &[
 /// the in-process one (`tests/common/lsp_inprocess.rs`).
 #[derive(Default)]
 pub struct Ignored {
-    rules: Vec<Box<dyn Fn(&Value) -> bool + Send>>,
+    rules: Vec<Rule>,
     everything: bool,
 }
+
+/// Whether a message may be left unread.
+type Rule = Box<dyn Fn(&Value) -> bool + Send>;
 
 /// A `threadsync/threadStatus` reporting an error for `thread`.
 pub fn is_thread_error(m: &Value, thread: &str) -> bool {
