@@ -380,3 +380,38 @@ fn a_half_written_thread_file_is_reported_then_read_when_whole() {
         assert_eq!(ids, ["T-half"], "{list}");
     });
 }
+
+/// Sidecars started at the same moment (in one process here; on two
+/// machines, or in two containers whose sidecars have the same pid) must
+/// not share a client id: the server would take the second one's changes
+/// for replays of the first's and drop them, while that sidecar showed
+/// them as synced.
+#[test]
+fn sidecars_started_at_once_lose_none_of_their_changes() {
+    run("inproc-at-once", |env| async move {
+        for round in 0..10 {
+            let (da, db) = (env.dir.join(format!("a{round}")), env.dir.join(format!("b{round}")));
+            // Started together, without the pause `sidecar_with` leaves.
+            let (mut a, mut b) = tokio::join!(
+                Sidecar::start(env.options(&da, &env.server, TOKEN)),
+                Sidecar::start(env.options(&db, &env.server, TOKEN))
+            );
+            a.ignore_chatter();
+            b.ignore_chatter();
+            a.wait_status("synced").await;
+            b.wait_status("synced").await;
+            let (ta, tb) = tokio::join!(
+                a.ok("threadsync/createThread", json!({ "title": format!("a{round}") })),
+                b.ok("threadsync/createThread", json!({ "title": format!("b{round}") }))
+            );
+            a.ok("workspace/executeCommand", force_sync(&[])).await;
+            b.ok("workspace/executeCommand", force_sync(&[])).await;
+            let http = reqwest::Client::new();
+            for t in [&ta["threadId"], &tb["threadId"]] {
+                let url = format!("{}/v1/threads/{}", env.server, t.as_str().unwrap());
+                let r = http.get(url).bearer_auth(TOKEN).send().await.unwrap();
+                assert_eq!(r.status(), 200, "round {round}: thread {t} never reached the server");
+            }
+        }
+    });
+}

@@ -174,7 +174,11 @@ impl Driver {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let clock = (Instant::now(), wall);
         let engine_cfg = EngineConfig { poll: cfg.poll, flush_when_idle: true, ..EngineConfig::default() };
-        let seed = wall ^ u64::from(std::process::id()).rotate_left(32);
+        // From the OS: the engine draws its client ids from this seed, and
+        // two sidecars that drew the same one (the same millisecond and pid
+        // — two containers starting together) would have the server take
+        // one's changes for replays of the other's and drop them.
+        let seed: u64 = rand::Rng::random(&mut rand::rng());
         let engine = SyncEngine::new(engine_cfg, seed, Time(wall), restored);
         let (tx, rx) = mpsc::unbounded_channel();
         crate::lsp::watch::spawn(cfg.threads_dir.clone(), tx.clone());

@@ -75,10 +75,7 @@ impl Env {
     }
 
     /// A sidecar that syncs, started with `opts`; it returns once its sync
-    /// engine runs, and a few milliseconds later. Two engines started in
-    /// the same millisecond of one process draw the same client id (their
-    /// seed is the wall clock's milliseconds and the process id), and the
-    /// server drops the second one's changes as duplicates of the first's.
+    /// engine runs.
     pub async fn sidecar_with(&self, opts: Value) -> Sidecar {
         let mut s = Sidecar::start(opts).await;
         let deadline = tokio::time::Instant::now() + T;
@@ -86,7 +83,6 @@ impl Env {
             assert!(tokio::time::Instant::now() < deadline, "the sidecar's engine never started");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        tokio::time::sleep(Duration::from_millis(3)).await;
         s
     }
 
