@@ -7,6 +7,9 @@
 //! messages/s per batch size and the ratio to raw SQLite (WAL, 50 rows a
 //! transaction, time-ordered keys, same synchronous setting).
 
+#[path = "../tests/common/lsp_harness.rs"]
+mod lsp_harness;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -210,6 +213,7 @@ fn main() {
             })
             .collect();
         let start = Instant::now();
+        let cpu0 = (lsp_harness::cpu_time(server.id()), lsp_harness::cpu_time(std::process::id()));
         let workers: Vec<_> = bodies
             .into_iter()
             .map(|bodies| {
@@ -232,11 +236,19 @@ fn main() {
         for w in workers {
             w.join().unwrap();
         }
-        let rate = (per_client * batch * CLIENTS) as f64 / start.elapsed().as_secs_f64();
+        let n = (per_client * batch * CLIENTS) as f64;
+        let rate = n / start.elapsed().as_secs_f64();
+        // Where the time goes: the server's CPU and the clients' (this
+        // process) per message, and the rate the machine's cores allow them.
+        let server_us = (lsp_harness::cpu_time(server.id()) - cpu0.0).as_secs_f64() * 1e6 / n;
+        let clients_us = (lsp_harness::cpu_time(std::process::id()) - cpu0.1).as_secs_f64() * 1e6 / n;
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
         println!(
-            "threadsync push, batch {batch:>3}: {rate:>9.0} messages/s  ({:.2}x raw; {:.2}x raw without checkpoints)",
+            "threadsync push, batch {batch:>3}: {rate:>9.0} messages/s  ({:.2}x raw; {:.2}x raw without checkpoints)  \
+             CPU per message: server {server_us:.1} us, clients {clients_us:.1} us; {cores} cores allow {:.0}/s",
             rate / raw,
-            rate / raw_nock
+            rate / raw_nock,
+            cores * 1e6 / (server_us + clients_us)
         );
     }
     let _ = server.kill();
