@@ -3,7 +3,8 @@
 # (code-server on loopback, driven by Debian's Chromium through playwright-core), against
 # a real `threadsync serve` and a second real `threadsync lsp`.
 #   1. install.sh (idempotent): Debian packages, Node 24, code-server, playwright-core
-#   2. brings the extension up to date (../test/build.sh: npm ci when stale, compile)
+#   2. brings the extension up to date (../test/build.sh: npm ci when stale, compile) and
+#      packages it (npm run package: the .vsix code-server installs)
 #   3. node --test threadsync.e2e.test.mjs, bounded by `timeout` (E2E_TIMEOUT, default 300 s)
 # Env: THREADSYNC_BIN (default <repo>/target/debug/threadsync), THREADSYNC_SCREENSHOTS=1 (copy the
 # status bar screenshots to editors/vscode/screenshots/), E2E_KEEP=1 (keep temp dirs).
@@ -29,6 +30,9 @@ fail_setup() {
 t_install=$(( $(date +%s) - t0 ))
 
 "$EXT/test/build.sh" || fail_setup "could not build the extension"
+# The extension goes into code-server as users get it: the packaged .vsix.
+(cd "$EXT" && npm run --silent package >/dev/null) || fail_setup "npm run package failed"
+export THREADSYNC_VSIX="$EXT/threadsync-0.1.0.vsix"
 [ -x "$THREADSYNC_BIN" ] || fail_setup "no threadsync binary at $THREADSYNC_BIN (cargo build --locked, or set THREADSYNC_BIN)"
 
 tap="$(mktemp -t threadsync-vscode-e2e-tap.XXXXXX)"

@@ -383,13 +383,22 @@ test('setup: threadsync serve, another machine, code-server with the extension, 
       return (await httpGet(`${S.serverUrl}/healthz`)).status === 200;
     });
 
-    // code-server: fresh profile, the extension linked into its extensions dir
+    // code-server: fresh profile, the extension installed from its packaged .vsix (run.sh makes
+    // it with `npm run package`), as a user installs it
     const userData = path.join(tmp, 'user-data');
     const extensions = path.join(tmp, 'extensions');
     const workspace = path.join(tmp, 'workspace');
     for (const d of [path.join(userData, 'User'), extensions, workspace, S.vscThreadsDir, S.vscStateDir]) fs.mkdirSync(d, { recursive: true });
     fs.writeFileSync(path.join(workspace, 'README.md'), '# e2e workspace\n');
-    fs.symlinkSync(EXT_DIR, path.join(extensions, `${EXTENSION_ID}-0.1.0`), 'dir');
+    const vsix = process.env.THREADSYNC_VSIX || path.join(EXT_DIR, 'threadsync-0.1.0.vsix');
+    assert.ok(fs.existsSync(vsix), `no packaged extension at ${vsix} (npm run package)`);
+    run(NODE24, [CODE_SERVER, '--user-data-dir', userData, '--extensions-dir', extensions, '--install-extension', vsix], {
+      timeout: 120_000,
+    });
+    assert.ok(
+      fs.readdirSync(extensions).some((d) => d.startsWith(`${EXTENSION_ID}-`)),
+      `code-server did not install ${vsix}: ${fs.readdirSync(extensions).join(', ')}`,
+    );
     S.settingsFile = path.join(userData, 'User/settings.json');
     writeSettings({
       'chat.disableAIFeatures': true,
