@@ -80,6 +80,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Prints the completion script for a shell, e.g.
+    /// `threadsync completions bash > ~/.local/share/bash-completion/completions/threadsync`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +156,15 @@ fn main() -> ExitCode {
         }
         Command::Lsp { stdio: _ } => threadsync::lsp::run(),
         Command::Check { files } => check(&files),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "threadsync",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -51,3 +51,29 @@ fn check_accepts_good_files_and_explains_bad_ones() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("line at byte"), "{}", String::from_utf8_lossy(&out.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Shell completions come from the command line's own definition: every
+/// subcommand is in them, and the scripts are valid for their shells.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for (shell, check) in [("bash", Some(("bash", "-n"))), ("zsh", None), ("fish", None)] {
+        let out = threadsync().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for sub in ["serve", "token", "lsp", "check", "completions"] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+        // The shell itself reads it, where this machine has that shell.
+        if let Some((bin, flag)) = check {
+            let dir = std::env::temp_dir().join(format!("threadsync-completions-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join(shell);
+            std::fs::write(&file, &script).unwrap();
+            let st = Command::new(bin).arg(flag).arg(&file).status().unwrap();
+            assert!(st.success(), "{bin} {flag} rejects the {shell} completions");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let out = threadsync().args(["completions", "tcsh"]).output().unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
