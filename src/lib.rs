@@ -9,6 +9,7 @@ pub mod lsp;
 pub mod merge;
 pub mod model;
 pub mod ops;
+pub mod secrets;
 pub mod server;
 pub mod threadlog;
 pub mod time;
