@@ -81,11 +81,6 @@ fn latencies(root: &Path, server: &Server, token: &str, n: usize, poll: &str, ro
     all
 }
 
-fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{}/metrics", server.url())).unwrap().text().unwrap();
-    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-}
-
 fn main() {
     let root = std::env::temp_dir().join(format!("threadsync-prop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
@@ -122,16 +117,16 @@ fn main() {
     idle.wait_status("synced", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
     let (pulls0, pushes0) = (
-        metric(&server, "threadsync_http_requests_total{route=\"/v1/pull\""),
-        metric(&server, "threadsync_http_requests_total{route=\"/v1/push\""),
+        server.metric("threadsync_http_requests_total{route=\"/v1/pull\""),
+        server.metric("threadsync_http_requests_total{route=\"/v1/push\""),
     );
     let window = Duration::from_secs(60);
     let start = Instant::now();
     let cpu0 = cpu_time(idle.child.id());
     std::thread::sleep(window);
     let cpu = (cpu_time(idle.child.id()) - cpu0).as_millis();
-    let pulls = metric(&server, "threadsync_http_requests_total{route=\"/v1/pull\"") - pulls0;
-    let pushes = metric(&server, "threadsync_http_requests_total{route=\"/v1/push\"") - pushes0;
+    let pulls = server.metric("threadsync_http_requests_total{route=\"/v1/pull\"") - pulls0;
+    let pushes = server.metric("threadsync_http_requests_total{route=\"/v1/push\"") - pushes0;
     println!(
         "idle sidecar over {:.0} s: {pulls} pulls (each held up to 240 s), {pushes} pushes, {cpu} ms of CPU",
         start.elapsed().as_secs_f64()

@@ -183,9 +183,6 @@ fn literal_braces(pattern: &str) -> String {
                 prev_repeatable = true;
                 continue;
             }
-        } else if c == '}' {
-            // A `}` closing a repetition was copied with it below; one here
-            // is a literal.
         }
         if !class && c == '{' {
             // A repetition: copy it whole.
@@ -194,6 +191,8 @@ fn literal_braces(pattern: &str) -> String {
             i += e + 1;
             continue;
         }
+        // A `}` closing a repetition was copied with it above: one here is
+        // a literal.
         if !class && c == '}' {
             out.push_str("\\}");
             i += 1;

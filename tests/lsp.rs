@@ -514,13 +514,7 @@ fn a_sidecar_behind_the_compacted_log_refetches() {
         &id,
         &json!({ "type": "message", "id": "m-away", "role": "user", "content": "written while b was down" }),
     );
-    let refetches = || -> u64 {
-        let text = http.get(format!("{}/metrics", server.url())).bearer_auth(&token).send().unwrap().text().unwrap();
-        text.lines()
-            .find(|l| l.starts_with("threadsync_http_requests_total") && l.contains("/v1/pull") && l.contains("410"))
-            .and_then(|l| l.split_whitespace().last()?.parse().ok())
-            .unwrap_or(0)
-    };
+    let refetches = || server.metric(r#"threadsync_http_requests_total{route="/v1/pull",status="410"}"#);
     let before = refetches();
     let mut b = Sidecar::start(&dir.0.join("b"), &server, &token);
     b.ignore_chatter();
@@ -549,14 +543,7 @@ fn an_idle_sidecar_holds_one_pull_through_heartbeats() {
     b.ignore_chatter();
     a.wait_status("synced", T);
     b.wait_status("synced", T);
-    let http = reqwest::blocking::Client::new();
-    let pulls = || -> u64 {
-        let text = http.get(format!("{}/metrics", server.url())).bearer_auth(&token).send().unwrap().text().unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("threadsync_http_requests_total") && l.contains("/v1/pull"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .sum()
-    };
+    let pulls = || server.metric(r#"threadsync_http_requests_total{route="/v1/pull""#);
     // Settled: both pulls held.
     std::thread::sleep(Duration::from_secs(1));
     let before = pulls();
@@ -582,17 +569,7 @@ fn a_pushing_sidecar_does_not_pull_its_own_content_back() {
     let dir = common::TempDir::new("lsp-own");
     let server = Server::start(&dir.0);
     let token = server.token("team");
-    let http = reqwest::blocking::Client::new();
-    let counters = || -> (u64, u64) {
-        let text = http.get(format!("{}/metrics", server.url())).bearer_auth(&token).send().unwrap().text().unwrap();
-        let get = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().last()?.parse().ok())
-                .unwrap_or(0)
-        };
-        (get("threadsync_push_bytes_total"), get("threadsync_pull_bytes_total"))
-    };
+    let counters = || (server.metric("threadsync_push_bytes_total"), server.metric("threadsync_pull_bytes_total"));
     let mut a = Sidecar::start(&dir.0.join("a"), &server, &token);
     a.ignore_chatter();
     let id = a.ok("threadsync/createThread", json!({ "title": "own" }))["threadId"].as_str().unwrap().to_string();

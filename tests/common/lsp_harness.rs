@@ -73,6 +73,17 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The sum of the server's Prometheus samples whose line starts with
+    /// `prefix` (a name, or a name and the start of its labels:
+    /// `threadsync_http_requests_total{route="/v1/pull"`).
+    pub fn metric(&self, prefix: &str) -> u64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.url())).unwrap().text().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     pub fn token(&self, team: &str) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_threadsync"))
             .args(["token", "create", "--team", team, "--db", &self.db])
