@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod secrets;
 pub mod server;
+pub mod sources;
 pub mod threadlog;
 pub mod time;
 pub mod wire;

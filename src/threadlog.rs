@@ -169,7 +169,7 @@ impl<'a> IdDeriver<'a> {
         IdDeriver { known, taken: HashSet::new() }
     }
 
-    fn derive(&mut self, thread: &ThreadId, role: &str, timestamp: i64, content: &Value) -> MessageId {
+    pub(crate) fn derive(&mut self, thread: &ThreadId, role: &str, timestamp: i64, content: &Value) -> MessageId {
         let key = derive_key(thread, role, timestamp, content);
         for n in 1.. {
             let id = if n == 1 { format!("m-d{key:016x}") } else { format!("m-d{key:016x}-{n}") };
@@ -179,6 +179,62 @@ impl<'a> IdDeriver<'a> {
             }
         }
         unreachable!()
+    }
+}
+
+/// What a reader knows of the thread it reads a log into.
+#[derive(Clone, Debug, Default)]
+pub struct ReadCtx {
+    /// The thread has a title (a first prompt does not rename it).
+    pub titled: bool,
+    /// The thread's env (None: the thread is new).
+    pub env: Option<Value>,
+}
+
+/// The format of a log file: threadsync's own ([`Own`]) or an assistant's
+/// (`sources::NativeLog`). The reading rules (`client::read_log`: offsets,
+/// torn lines, stamps) are the same for all.
+pub trait LogFormat {
+    /// One complete line as records.
+    fn parse_line(
+        &self,
+        line: &[u8],
+        offset: u64,
+        thread: &ThreadId,
+        ids: &mut IdDeriver<'_>,
+        ctx: &mut ReadCtx,
+    ) -> Result<Vec<Record>, LineError>;
+    /// A whole file: the thread its lines add up to, the lines skipped, and
+    /// the bytes used (a torn last line is not).
+    fn replay(&self, bytes: &[u8], id: &ThreadId) -> Result<(Replay, Vec<LineError>, usize), LineError>;
+    /// Records as lines. Content must be loaded.
+    fn render(&self, records: &[Record]) -> Result<Vec<u8>, serde_json::Error>;
+    /// Another program's file: only appended to, never rewritten or
+    /// compacted, and its order is its own (it has no `after`).
+    fn native(&self) -> bool {
+        false
+    }
+}
+
+/// threadsync's own log format.
+pub struct Own;
+
+impl LogFormat for Own {
+    fn parse_line(
+        &self,
+        line: &[u8],
+        offset: u64,
+        thread: &ThreadId,
+        ids: &mut IdDeriver<'_>,
+        _: &mut ReadCtx,
+    ) -> Result<Vec<Record>, LineError> {
+        parse_line(line, offset, thread, ids).map(|r| vec![r])
+    }
+    fn replay(&self, bytes: &[u8], id: &ThreadId) -> Result<(Replay, Vec<LineError>, usize), LineError> {
+        replay(bytes, id)
+    }
+    fn render(&self, records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
+        render(records)
     }
 }
 

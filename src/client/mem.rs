@@ -15,7 +15,7 @@ use crate::engine::state::{BaseChange, Bodies, Restored, Save, StoredOp, StoredT
 use crate::merge::{Conflict, Doc};
 use crate::model::{ContentHash, MessageId, Thread, ThreadId, parse_thread_file};
 use crate::ops::Op;
-use crate::threadlog;
+use crate::threadlog::{self, Own, ReadCtx};
 use crate::time::Time;
 use crate::wire::Cursor;
 
@@ -110,6 +110,7 @@ impl MemState {
                 f.own = file.own;
                 f.dirty = file.dirty;
                 f.superseded = file.superseded;
+                f.removed = file.removed;
             }
             Save::Cursor(c) => self.cursor = c.clone(),
             Save::Conflicts(c) => {
@@ -216,7 +217,7 @@ enum Kind {
 fn kind(k: FileKind) -> Kind {
     match k {
         FileKind::Json => Kind::Json,
-        FileKind::Jsonl => Kind::Jsonl,
+        FileKind::Jsonl | FileKind::Native => Kind::Jsonl,
     }
 }
 
@@ -266,7 +267,7 @@ impl MemFiles {
     pub fn thread(&self, id: &ThreadId) -> Option<Thread> {
         match self.kind_of(id)? {
             FileKind::Json => parse_thread_file(&self.files[&(id.clone(), Kind::Json)].bytes, id).ok(),
-            FileKind::Jsonl => {
+            FileKind::Jsonl | FileKind::Native => {
                 let f = &self.files[&(id.clone(), Kind::Jsonl)];
                 threadlog::replay(&f.bytes, id).ok().map(|(r, _, _)| r.thread())
             }
@@ -360,14 +361,14 @@ impl ThreadFiles for MemFiles {
                     Err(e) => FileRead::Invalid { error: e.to_string() },
                 })
             }
-            FileKind::Jsonl => {
+            FileKind::Jsonl | FileKind::Native => {
                 let known = |m: &MessageId| engine.file_has(id, m);
-                read_log(&mut Src(f), id, engine.file_stamp(id), &known)
+                read_log(&mut Src(f), id, engine.file_stamp(id), &known, &Own, ReadCtx::default())
             }
         }
     }
 
-    fn write(&mut self, id: &ThreadId, write: &FileWrite, bytes: Vec<u8>) -> WriteOutcome {
+    fn write(&mut self, id: &ThreadId, _: FileKind, write: &FileWrite, bytes: Vec<u8>) -> WriteOutcome {
         let done = |written| WriteOutcome { written, displaced: None, follow_up: None };
         match write {
             FileWrite::Json { expect, .. } => {
@@ -438,9 +439,9 @@ impl ThreadFiles for MemFiles {
         self.displaced.clear();
     }
 
-    fn check_log(&mut self, id: &ThreadId) -> Option<FileRead> {
+    fn check_log(&mut self, id: &ThreadId, _: FileKind) -> Option<FileRead> {
         let f = self.files.get(&(id.clone(), Kind::Jsonl))?;
-        match read_log(&mut Src(f), id, None, &|_| false)? {
+        match read_log(&mut Src(f), id, None, &|_| false, &Own, ReadCtx::default())? {
             FileRead::Replayed { thread, stamp, superseded } => Some(FileRead::Checked { thread, stamp, superseded }),
             _ => None,
         }

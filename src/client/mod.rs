@@ -23,7 +23,7 @@ use crate::engine::{Action, LocalOp, LocalResult, PullOutcome, ReqId, SyncEngine
 use crate::merge::Conflict;
 use crate::model::{Message, MessageId, ThreadId};
 use crate::ops::Effect;
-use crate::threadlog::{self, IdDeriver, LineError, Record};
+use crate::threadlog::{self, IdDeriver, LineError, LogFormat, ReadCtx, Record};
 use crate::time::Time;
 use crate::wire::{Mutation, PullResponse, PushRequest};
 
@@ -69,12 +69,18 @@ pub struct WriteOutcome {
 pub trait ThreadFiles {
     /// Reads a thread's file for the engine; None: nothing to take in.
     fn read(&mut self, id: &ThreadId, kind: FileKind, engine: &SyncEngine) -> Option<FileRead>;
-    fn write(&mut self, id: &ThreadId, write: &FileWrite, bytes: Vec<u8>) -> WriteOutcome;
+    fn write(&mut self, id: &ThreadId, kind: FileKind, write: &FileWrite, bytes: Vec<u8>) -> WriteOutcome;
+    /// Log records as the bytes a file of this kind holds (threadsync's own
+    /// lines, or an assistant's native ones).
+    fn render(&self, id: &ThreadId, kind: FileKind, records: &[Record]) -> Result<Vec<u8>, String> {
+        let _ = (id, kind);
+        threadlog::render(records).map_err(|e| e.to_string())
+    }
     /// Versions our writes displaced that a crash kept us from taking in
     /// (they are still on disk): taken in again at start.
     fn leftovers(&mut self) -> Vec<(ThreadId, FileRead)>;
     /// A log read whole, to check it (`FileRead::Checked`).
-    fn check_log(&mut self, id: &ThreadId) -> Option<FileRead>;
+    fn check_log(&mut self, id: &ThreadId, kind: FileKind) -> Option<FileRead>;
     /// What was taken in so far is committed: displaced versions may go.
     fn settled(&mut self);
 }
@@ -158,7 +164,7 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
         // usual, then the whole log is checked once.
         for (id, kind) in self.engine.to_verify() {
             self.file_changed(now, &id, kind)?;
-            if let Some(read) = self.files.check_log(&id) {
+            if let Some(read) = self.files.check_log(&id, kind) {
                 self.engine.file_read(now, &id, kind, read);
             }
         }
@@ -285,7 +291,9 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
             let mut intents = Vec::new();
             for a in &rest {
                 if let Action::WriteFile { thread_id, write } = a {
-                    let p = prepare(&PendingBodies { saves: &saves, store: &self.store }, thread_id, write);
+                    let kind = self.engine.file_state(thread_id).map_or(FileKind::Jsonl, |f| f.kind);
+                    let bodies = PendingBodies { saves: &saves, store: &self.store };
+                    let p = prepare(&bodies, &self.files, kind, thread_id, write);
                     if let (Ok(bytes), FileWrite::Json { .. }) = (&p, write) {
                         intents.push((thread_id.clone(), crate::engine::file::hash64(bytes)));
                     }
@@ -348,16 +356,16 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
         };
         let kind = match write {
             FileWrite::Json { .. } => FileKind::Json,
-            _ => FileKind::Jsonl,
+            _ => self.engine.file_state(id).map_or(FileKind::Jsonl, |f| f.kind),
         };
-        let WriteOutcome { written, displaced, follow_up } = self.files.write(id, write, bytes);
+        let WriteOutcome { written, displaced, follow_up } = self.files.write(id, kind, write, bytes);
         match written {
             Written::Ok(stamp) => {
                 self.engine.file_written(now, id, WriteResult::Written(stamp));
                 if let Some(d) = displaced {
                     self.engine.file_read(now, id, kind, d);
                 }
-                if kind == FileKind::Jsonl {
+                if kind.is_log() {
                     // Lines someone appended in the same instant, if any.
                     let _ = self.file_changed(now, id, kind);
                 }
@@ -425,7 +433,13 @@ pub enum StepError {
 }
 
 /// The bytes of a write, content loaded.
-fn prepare(bodies: &impl Bodies, id: &ThreadId, write: &FileWrite) -> Result<Vec<u8>, String> {
+fn prepare(
+    bodies: &impl Bodies,
+    files: &impl ThreadFiles,
+    kind: FileKind,
+    id: &ThreadId,
+    write: &FileWrite,
+) -> Result<Vec<u8>, String> {
     match write {
         FileWrite::Json { thread, .. } => {
             let thread = bodies.load_thread(thread)?;
@@ -435,7 +449,7 @@ fn prepare(bodies: &impl Bodies, id: &ThreadId, write: &FileWrite) -> Result<Vec
         }
         FileWrite::Create { records } | FileWrite::Append { records, .. } => {
             let records = records.iter().map(|r| load_record(bodies, id, r)).collect::<Result<Vec<_>, _>>()?;
-            threadlog::render(&records).map_err(|e| e.to_string())
+            files.render(id, kind, &records)
         }
         FileWrite::Compact { thread, .. } => {
             let thread = bodies.load_thread(thread)?;
@@ -498,12 +512,15 @@ fn stamp(src: &mut dyn LogSource, len: u64) -> Stamp {
 /// Reads what is new in a log since `from` (the engine's stamp): the records
 /// appended, or the whole log replayed when it is new to the engine or was
 /// rewritten by someone else. None: nothing new yet (or only a line still
-/// being written). `known`: the ids the log already holds.
+/// being written). `known`: the ids the log already holds; `format`: its
+/// lines' format; `ctx`: what the reader knows of the thread.
 pub fn read_log(
     src: &mut dyn LogSource,
     id: &ThreadId,
     from: Option<Stamp>,
     known: &dyn Fn(&MessageId) -> bool,
+    format: &dyn LogFormat,
+    mut ctx: ReadCtx,
 ) -> Option<FileRead> {
     let size = src.size();
     let continues =
@@ -516,7 +533,7 @@ pub fn read_log(
         if threadlog::complete_lines(&bytes, 0).0.is_empty() {
             return None; // not even a whole header yet
         }
-        return Some(match threadlog::replay(&bytes, id) {
+        return Some(match format.replay(&bytes, id) {
             Ok((replay, errors, used)) => {
                 for e in &errors {
                     tracing::warn!(thread = %id, "{e}; the line is skipped");
@@ -542,8 +559,8 @@ pub fn read_log(
     let mut ids = IdDeriver::new(known);
     let mut records = Vec::with_capacity(lines.len());
     for (offset, line) in lines {
-        match threadlog::parse_line(line, offset, id, &mut ids) {
-            Ok(r) => records.push(r),
+        match format.parse_line(line, offset, id, &mut ids, &mut ctx) {
+            Ok(r) => records.extend(r),
             Err(e @ LineError::IdMismatch { .. }) => return Some(FileRead::Invalid { error: e.to_string() }),
             Err(e) => tracing::warn!(thread = %id, "{e}; the line is skipped"),
         }

@@ -42,14 +42,24 @@ pub enum FileKind {
     Json,
     /// `<id>.jsonl`: an append-only log (see `threadlog`).
     Jsonl,
+    /// An assistant's own session file (see `sources`): a log the sidecar
+    /// only appends whole native lines to. It is never rewritten or
+    /// compacted, and its order is its own: a line cannot say where it
+    /// goes, so messages from elsewhere go at its end.
+    Native,
 }
 
 impl FileKind {
     pub fn extension(self) -> &'static str {
         match self {
             FileKind::Json => "json",
-            FileKind::Jsonl => "jsonl",
+            FileKind::Jsonl | FileKind::Native => "jsonl",
         }
+    }
+
+    /// Read by offset and written by appending.
+    pub fn is_log(self) -> bool {
+        matches!(self, FileKind::Jsonl | FileKind::Native)
     }
 }
 
@@ -127,6 +137,10 @@ pub struct FileState {
     /// `.jsonl`: read the whole log once to check its order (after a
     /// restart that found work pending on it).
     pub verify: bool,
+    /// A native file its owner removed (an assistant's cleanup, the user):
+    /// the thread stays, here and everywhere, but its file is not written
+    /// again until the user restores it.
+    pub removed: bool,
 }
 
 impl FileState {
@@ -144,6 +158,7 @@ impl FileState {
             superseded: 0,
             needs_compaction: false,
             verify: false,
+            removed: false,
         }
     }
 
@@ -156,7 +171,7 @@ impl FileState {
     pub fn known(&self, stamp: &Stamp) -> bool {
         match self.kind {
             FileKind::Json => self.stamp.is_some_and(|s| s.hash == stamp.hash) || self.own == Some(stamp.hash),
-            FileKind::Jsonl => self.stamp.is_some_and(|s| s.ino == stamp.ino && s.len == stamp.len),
+            FileKind::Jsonl | FileKind::Native => self.stamp.is_some_and(|s| s.ino == stamp.ino && s.len == stamp.len),
         }
     }
 

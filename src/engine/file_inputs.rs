@@ -92,7 +92,12 @@ impl SyncEngine {
                 t.file.error = None;
                 t.file.stamp = None;
                 t.snapshot = None;
-                if t.file.kind == FileKind::Jsonl {
+                if t.file.kind == FileKind::Native {
+                    // An assistant's cleanup is not a deletion, nor an
+                    // invitation to write the session back at once.
+                    t.file.removed = true;
+                }
+                if t.file.kind.is_log() {
                     // A log written anew holds everything.
                     t.file.view = FileView::default();
                     t.file.superseded = 0;
@@ -204,6 +209,7 @@ impl SyncEngine {
     pub(super) fn take_records(&mut self, now: Time, id: &ThreadId, records: Vec<Record>, stamp: Stamp) {
         let t = self.tracked(now, id);
         t.file.error = None;
+        t.file.removed = false;
         t.file.stamp = Some(stamp);
         let mut ops = Vec::new();
         let mut delta = Vec::new();
@@ -282,6 +288,7 @@ impl SyncEngine {
     ) {
         let t = self.tracked(now, id);
         t.file.error = None;
+        t.file.removed = false; // the file is back
         t.file.verify = false;
         t.file.stamp = Some(stamp);
         t.file.superseded = superseded;
@@ -303,7 +310,8 @@ impl SyncEngine {
         let ours: Vec<&MessageId> =
             t.local.thread.messages.iter().map(|m| &m.id).filter(|m| t.file.view.messages.contains_key(*m)).collect();
         let logs: Vec<&MessageId> = file.messages.iter().map(|m| &m.id).filter(|m| t.local.get(m).is_some()).collect();
-        if ours != logs {
+        // (A native file's order is its own: nothing to straighten.)
+        if ours != logs && t.file.kind == FileKind::Jsonl {
             t.file.needs_compaction = true;
             t.file.dirty = true;
         }

@@ -255,6 +255,26 @@ impl SyncEngine {
         }
     }
 
+    /// Puts a thread's file back (after its owner removed it, e.g. an
+    /// assistant's 30-day cleanup): written anew, whole, where the file of
+    /// such a thread goes. The thread must be loaded and its file absent.
+    pub fn restore_file(&mut self, now: Time, id: &ThreadId) -> Result<(), String> {
+        let t = self.threads.get_mut(id).filter(|t| t.local.exists()).ok_or_else(|| format!("no thread {id}"))?;
+        if t.file.stamp.is_some() && !t.file.removed {
+            return Err(format!("{id} has its file; nothing to restore"));
+        }
+        t.file.removed = false;
+        t.file.stamp = None;
+        t.file.error = None;
+        t.file.view = FileView::default();
+        t.file.dirty = true;
+        self.to_write.insert(id.clone());
+        let save = self.threads[id].file_save(Vec::new(), true);
+        self.actions.push_back(Action::Save(save));
+        self.drive(now);
+        Ok(())
+    }
+
     /// Asks for the writes of threads whose file lags behind them. A thread
     /// whose file cannot be written now (a write in flight, an unreadable
     /// file, an assistant's change waiting out its debounce) stays queued.
@@ -272,6 +292,19 @@ impl SyncEngine {
             if t.write.is_some() || t.file.error.is_some() || t.snapshot.is_some() || t.write_retry.is_some() {
                 continue;
             }
+            if t.file.removed {
+                // Kept on the server; written again when restored.
+                self.to_write.remove(&id);
+                continue;
+            }
+            // A thread new to this machine from an assistant this machine
+            // syncs goes into that assistant's store, where it resumes it.
+            if t.file.kind == FileKind::Jsonl && t.file.stamp.is_none() && self.cfg.is_native(&t.local.thread.env) {
+                t.file.kind = FileKind::Native;
+            }
+            if t.file.kind == FileKind::Native {
+                t.file.needs_compaction = false; // appended to only
+            }
             self.to_write.remove(&id);
             // The whole thread only for a whole-file write: an append costs
             // the size of the change.
@@ -282,7 +315,7 @@ impl SyncEngine {
             };
             let (write, pending) = match (t.file.kind, t.file.stamp) {
                 (FileKind::Json, expect) => (FileWrite::Json { thread: whole(t), expect }, PendingWrite::Json),
-                (FileKind::Jsonl, None) => {
+                (FileKind::Jsonl | FileKind::Native, None) => {
                     let thread = whole(t);
                     let view = FileView::of_thread(&thread);
                     (FileWrite::Create { records: threadlog::compacted(&thread) }, PendingWrite::Whole(Box::new(view)))
@@ -292,7 +325,7 @@ impl SyncEngine {
                     let view = FileView::of_thread(&thread);
                     (FileWrite::Compact { thread, expect }, PendingWrite::Whole(Box::new(view)))
                 }
-                (FileKind::Jsonl, Some(expect)) => {
+                (FileKind::Jsonl | FileKind::Native, Some(expect)) => {
                     let records = file::log_records(&t.file.view, &t.local, &t.file.changed, t.file.meta_changed);
                     if records.is_empty() {
                         t.file.dirty = false;

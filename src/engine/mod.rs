@@ -126,6 +126,16 @@ pub struct EngineConfig {
     pub compact_after: u64,
     /// Tell the user once the server has been unreachable this long.
     pub offline_notice: Duration,
+    /// The assistants (`env.source` of their threads) whose stores this
+    /// machine syncs: their threads are written as native files.
+    pub native_sources: Vec<String>,
+}
+
+impl EngineConfig {
+    /// Whether a thread with this env goes into an assistant's store here.
+    pub fn is_native(&self, env: &Value) -> bool {
+        env.get("source").and_then(Value::as_str).is_some_and(|s| self.native_sources.iter().any(|n| n == s))
+    }
 }
 
 impl Default for EngineConfig {
@@ -146,6 +156,7 @@ impl Default for EngineConfig {
             resident_messages: 30_000,
             compact_after: 1_000,
             offline_notice: Duration::from_secs(300),
+            native_sources: Vec::new(),
         }
     }
 }
@@ -479,10 +490,10 @@ impl SyncEngine {
         // The view just recomputed may order messages differently from the
         // log written before the restart (its order lived in memory): the
         // log is read whole once and compared.
-        if t.file.kind == FileKind::Jsonl && (t.file.dirty || !t.pending.is_empty()) {
+        if t.file.kind.is_log() && (t.file.dirty || !t.pending.is_empty()) {
             t.file.verify = true;
         }
-        if t.file.dirty && t.file.kind == FileKind::Jsonl {
+        if t.file.dirty && t.file.kind.is_log() {
             // What lags was only in memory: compare the thread with the log.
             t.file.changed = t.file_lag().into_iter().collect();
             t.file.meta_changed = true;

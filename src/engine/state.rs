@@ -54,6 +54,7 @@ pub struct FileSave {
     pub own: Option<u64>,
     pub dirty: bool,
     pub superseded: u64,
+    pub removed: bool,
 }
 
 /// A persistence action. The shell applies all of one engine step's in one
@@ -261,5 +262,6 @@ pub fn restored_file(f: &FileState) -> FileState {
     r.own = f.own;
     r.dirty = f.dirty;
     r.superseded = f.superseded;
+    r.removed = f.removed;
     r
 }

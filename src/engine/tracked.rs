@@ -137,6 +137,7 @@ impl Tracked {
                 own: f.own,
                 dirty: f.lags(),
                 superseded: f.superseded,
+                removed: f.removed,
             },
         }
     }

@@ -6,6 +6,90 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::PollMode;
+use crate::lsp::stores::Store;
+use crate::sources::Source;
+
+/// One assistant's store as configured: on or off, where, which projects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceOption {
+    pub source: Source,
+    pub enabled: bool,
+    pub root: Option<PathBuf>,
+    pub projects: Vec<String>,
+}
+
+/// `sources`: `["claude-code", "codex"]`, or `{"claude-code": true,
+/// "codex": {"root": "…", "projects": ["github.com/team/api"]}}`, or (env)
+/// `claude-code,codex`.
+fn parse_sources(v: &serde_json::Value) -> Result<Vec<SourceOption>, String> {
+    use serde_json::Value;
+    let named = |name: &str| {
+        Source::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Source::ALL.iter().map(|s| s.name()).collect();
+            format!("sources: unknown source {name:?} (known: {})", known.join(", "))
+        })
+    };
+    let plain = |source| SourceOption { source, enabled: true, root: None, projects: Vec::new() };
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => {
+            s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|n| named(n).map(plain)).collect()
+        }
+        Value::Array(a) => a
+            .iter()
+            .map(|n| n.as_str().ok_or_else(|| format!("sources: {n} is not a source name")).and_then(named).map(plain))
+            .collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(name, o)| {
+                let source = named(name)?;
+                match o {
+                    Value::Bool(on) => Ok(SourceOption { enabled: *on, ..plain(source) }),
+                    Value::Object(o) => {
+                        let root = match o.get("root") {
+                            None | Some(Value::Null) => None,
+                            Some(Value::String(r)) if !r.is_empty() => Some(PathBuf::from(r)),
+                            Some(other) => return Err(format!("sources.{name}.root: expected a path, got {other}")),
+                        };
+                        let projects = match o.get("projects") {
+                            None | Some(Value::Null) => Vec::new(),
+                            Some(Value::Array(ps)) => ps
+                                .iter()
+                                .map(|p| {
+                                    p.as_str()
+                                        .map(str::to_string)
+                                        .ok_or_else(|| format!("sources.{name}.projects: {p} is not a string"))
+                                })
+                                .collect::<Result<_, _>>()?,
+                            Some(other) => {
+                                return Err(format!("sources.{name}.projects: expected a list, got {other}"));
+                            }
+                        };
+                        let enabled = o.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+                        Ok(SourceOption { source, enabled, root, projects })
+                    }
+                    other => Err(format!("sources.{name}: expected true, false or an object, got {other}")),
+                }
+            })
+            .collect(),
+        other => Err(format!("sources: expected a list or an object, got {other}")),
+    }
+}
+
+/// `projectMap`: `{"github.com/team/api": "/home/me/src/api"}`.
+fn parse_project_map(v: &serde_json::Value) -> Result<Vec<(String, PathBuf)>, String> {
+    match v {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, p)| match p.as_str() {
+                Some(p) if std::path::Path::new(p).is_absolute() => Ok((k.clone(), PathBuf::from(p))),
+                _ => Err(format!("projectMap.{k}: expected an absolute path, got {p}")),
+            })
+            .collect(),
+        other => Err(format!("projectMap: expected an object, got {other}")),
+    }
+}
 
 /// The keys editors send (`interface.md`), all optional. Unknown keys are ignored.
 /// (Logging is set by `THREADSYNC_LOG` / `THREADSYNC_LOG_FILE` alone: it starts
@@ -18,6 +102,14 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// `longpoll` (default), `adaptive`, or `fixed:<seconds>` (the seed's 5 s polling is `fixed:5`).
     pub poll: Option<String>,
+    /// The assistants' stores to sync (none unless asked for).
+    pub sources: Option<Vec<SourceOption>>,
+    /// Replace secrets in what leaves the machine from those stores (default on).
+    pub redact_secrets: Option<bool>,
+    /// Projects checked out on this machine, by repository.
+    pub project_map: Option<Vec<(String, PathBuf)>>,
+    /// The editor's workspace folders (from `initialize` only).
+    pub workspace: Option<Vec<PathBuf>>,
 }
 
 impl Options {
@@ -29,6 +121,10 @@ impl Options {
             threads_dir: self.threads_dir.or(other.threads_dir),
             state_dir: self.state_dir.or(other.state_dir),
             poll: self.poll.or(other.poll),
+            sources: self.sources.or(other.sources),
+            redact_secrets: self.redact_secrets.or(other.redact_secrets),
+            project_map: self.project_map.or(other.project_map),
+            workspace: self.workspace.or(other.workspace),
         }
     }
 
@@ -40,6 +136,15 @@ impl Options {
             threads_dir: var("THREADSYNC_THREADS_DIR").map(PathBuf::from),
             state_dir: var("THREADSYNC_STATE_DIR").map(PathBuf::from),
             poll: var("THREADSYNC_POLL"),
+            sources: var("THREADSYNC_SOURCES").and_then(|s| {
+                parse_sources(&serde_json::Value::String(s))
+                    .map_err(|e| tracing::warn!("THREADSYNC_SOURCES: {e}; ignored"))
+                    .ok()
+            }),
+            redact_secrets: var("THREADSYNC_REDACT_SECRETS")
+                .map(|v| !matches!(v.as_str(), "0" | "false" | "off" | "no")),
+            project_map: None,
+            workspace: None,
         }
     }
 
@@ -82,6 +187,14 @@ impl Options {
             threads_dir: text("threadsDir")?.map(PathBuf::from),
             state_dir: text("stateDir")?.map(PathBuf::from),
             poll: text("poll")?,
+            sources: map.get("sources").map(parse_sources).transpose()?.filter(|s| !s.is_empty()),
+            redact_secrets: match map.get("redactSecrets") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(other) => return Err(format!("redactSecrets: expected true or false, got {other}")),
+            },
+            project_map: map.get("projectMap").map(parse_project_map).transpose()?.filter(|m| !m.is_empty()),
+            workspace: None,
         })
     }
 }
@@ -101,6 +214,12 @@ pub struct Config {
     pub threads_dir: PathBuf,
     pub state_dir: PathBuf,
     pub poll: PollMode,
+    /// The assistants' stores synced, with their roots resolved.
+    pub stores: Vec<Store>,
+    pub redact_secrets: bool,
+    pub project_map: Vec<(String, PathBuf)>,
+    pub workspace: Vec<PathBuf>,
+    pub home: PathBuf,
 }
 
 impl Config {
@@ -119,7 +238,24 @@ impl Config {
         if !(server.starts_with("http://") || server.starts_with("https://")) {
             return Err(format!("server: {server:?} is not an http(s) URL"));
         }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let stores = o
+            .sources
+            .iter()
+            .flatten()
+            .filter(|s| s.enabled)
+            .map(|s| Store {
+                source: s.source,
+                root: s.root.clone().unwrap_or_else(|| Store::default_root(s.source, &home)),
+                projects: s.projects.clone(),
+            })
+            .collect();
         Ok(Config {
+            stores,
+            redact_secrets: o.redact_secrets.unwrap_or(true),
+            project_map: o.project_map.clone().unwrap_or_default(),
+            workspace: o.workspace.clone().unwrap_or_default(),
+            home,
             server: server.trim_end_matches('/').to_string(),
             token: o.token.clone().filter(|t| !t.is_empty()),
             threads_dir: o.threads_dir.clone().unwrap_or_else(|| data.join("threadsync/threads")),

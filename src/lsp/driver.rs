@@ -29,7 +29,9 @@ use crate::lsp::protocol::{
     ThreadStatusParams, ThreadSummary, ThreadUpdatedParams,
 };
 use crate::lsp::state::StateDb;
+use crate::lsp::stores::{Files, Stores};
 use crate::model::{Message, MessageId, ThreadId};
+use crate::sources::Source;
 use crate::time::Time;
 use crate::wire::{ClientId, PullResponse, PushResponse};
 
@@ -102,7 +104,7 @@ pub enum Cmd {
 }
 
 pub struct Driver {
-    client: Client<StateDb, DiskFiles>,
+    client: Client<StateDb, Files>,
     cfg: Config,
     net: Net,
     editor: tower_lsp_server::Client,
@@ -173,7 +175,12 @@ impl Driver {
         let wall =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let clock = (Instant::now(), wall);
-        let engine_cfg = EngineConfig { poll: cfg.poll, flush_when_idle: true, ..EngineConfig::default() };
+        let engine_cfg = EngineConfig {
+            poll: cfg.poll,
+            flush_when_idle: true,
+            native_sources: cfg.stores.iter().map(|s| s.source.name().to_string()).collect(),
+            ..EngineConfig::default()
+        };
         // From the OS: the engine draws its client ids from this seed, and
         // two sidecars that drew the same one (the same millisecond and pid
         // — two containers starting together) would have the server take
@@ -182,9 +189,20 @@ impl Driver {
         let engine = SyncEngine::new(engine_cfg, seed, Time(wall), restored);
         let (tx, rx) = mpsc::unbounded_channel();
         crate::lsp::watch::spawn(cfg.threads_dir.clone(), tx.clone());
+        let mut stores = Stores::new(cfg.stores.clone(), cfg.home.clone(), cfg.redact_secrets);
+        for (repo, dir) in &cfg.project_map {
+            stores.map_project(repo, dir.clone());
+        }
+        for dir in &cfg.workspace {
+            stores.add_workspace(dir);
+        }
+        for store in &cfg.stores {
+            crate::lsp::watch::spawn_store(store.root.clone(), tx.clone());
+        }
         // Files that changed while no sidecar ran (and threads whose file
         // was never read) are read first.
         let mut changed = Vec::new();
+        let mut gone = Vec::new();
         let entries: Vec<PathBuf> = std::fs::read_dir(&cfg.threads_dir)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
@@ -198,7 +216,28 @@ impl Driver {
                 }
             }
         }
+        // Sessions in the assistants' stores, the same way.
+        let sessions = stores.scan();
+        for p in sessions {
+            let Some(id) = stores.classify(&p) else { continue };
+            let same = stamps.get(&id).is_some_and(|(k, s)| {
+                *k == FileKind::Native && s.as_ref().is_some_and(|s| files::unchanged_since(&p, s, FileKind::Native))
+            });
+            if !same {
+                changed.push(p);
+            }
+        }
         for (id, (kind, stamp)) in &stamps {
+            if *kind == FileKind::Native {
+                // A session file removed while no sidecar ran.
+                if stamp.is_some()
+                    && stores.path(id).is_none()
+                    && Source::of_thread_id(id).is_some_and(|s| stores.sources().contains(&s))
+                {
+                    gone.push(id.clone());
+                }
+                continue;
+            }
             let p = files::path_of(&cfg.threads_dir, id, *kind);
             if stamp.is_some() && !p.exists() {
                 changed.push(p);
@@ -207,7 +246,13 @@ impl Driver {
         if !changed.is_empty() {
             let _ = tx.send(Cmd::Files(changed));
         }
-        let mut client = Client::new(engine, db, DiskFiles::new(cfg.threads_dir.clone()));
+        let files = Files { disk: DiskFiles::new(cfg.threads_dir.clone()), stores };
+        let mut client = Client::new(engine, db, files);
+        for id in gone {
+            if let Err(e) = client.file_changed(Time(wall), &id, FileKind::Native) {
+                tracing::warn!(thread = %id, error = %e, "cannot take in a removed session file");
+            }
+        }
         // What a crash left between swapping in a file and taking in what it displaced.
         client.recover(Time(wall))?;
         let driver = Driver {
@@ -363,9 +408,10 @@ impl Driver {
                 }
             }
             Cmd::Rescan => {
-                let entries: Vec<PathBuf> = std::fs::read_dir(&self.cfg.threads_dir)
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.cfg.threads_dir)
                     .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
                     .unwrap_or_default();
+                entries.extend(self.client.files.stores.scan());
                 for p in entries {
                     self.file_changed(&p);
                     self.perform().await;

@@ -28,6 +28,7 @@ use crate::engine::SyncEngine;
 pub use crate::engine::file::hash64;
 use crate::engine::file::{FileKind, FileRead, FileWrite, Stamp};
 use crate::model::{MessageId, ThreadId, parse_thread_file};
+use crate::threadlog::{LogFormat, Own, ReadCtx};
 
 /// The thread a file in `threadsDir` is for, and its layout; None for files
 /// that are not thread files at all (hidden and temporary files, other
@@ -101,7 +102,7 @@ pub fn unchanged_since(path: &Path, stamp: &Stamp, kind: FileKind) -> bool {
         && mtime == stamp.mtime_ns
         && match kind {
             FileKind::Json => meta.len() == stamp.len,
-            FileKind::Jsonl => meta.len() == stamp.len,
+            FileKind::Jsonl | FileKind::Native => meta.len() == stamp.len,
         }
 }
 
@@ -179,6 +180,8 @@ pub fn read_log_file(
     id: &ThreadId,
     from: Option<Stamp>,
     known: &dyn Fn(&MessageId) -> bool,
+    format: &dyn LogFormat,
+    ctx: ReadCtx,
 ) -> Option<FileRead> {
     let (f, meta) = match open_regular(path, false) {
         Ok(x) => x,
@@ -186,7 +189,7 @@ pub fn read_log_file(
         Err(OpenError::NotRegular(e)) => return Some(FileRead::Invalid { error: e }),
         Err(OpenError::Io(e)) => return Some(FileRead::Invalid { error: format!("cannot read it: {e}") }),
     };
-    read_log(&mut OpenLog { f, meta }, id, from, known)
+    read_log(&mut OpenLog { f, meta }, id, from, known, format, ctx)
 }
 
 // ----- writing ---------------------------------------------------------------
@@ -483,14 +486,14 @@ impl ThreadFiles for DiskFiles {
                 JsonBytes::Read(_, stamp) if !engine.wants_read(id, &stamp) => Some(FileRead::Seen { stamp }),
                 JsonBytes::Read(bytes, stamp) => Some(parse_json(&bytes, stamp, id)),
             },
-            FileKind::Jsonl => {
+            FileKind::Jsonl | FileKind::Native => {
                 let known = |m: &MessageId| engine.file_has(id, m);
-                read_log_file(&path, id, engine.file_stamp(id), &known)
+                read_log_file(&path, id, engine.file_stamp(id), &known, &Own, ReadCtx::default())
             }
         }
     }
 
-    fn write(&mut self, id: &ThreadId, write: &FileWrite, bytes: Vec<u8>) -> WriteOutcome {
+    fn write(&mut self, id: &ThreadId, _: FileKind, write: &FileWrite, bytes: Vec<u8>) -> WriteOutcome {
         let done = |written| WriteOutcome { written, displaced: None, follow_up: None };
         match write {
             FileWrite::Json { expect, .. } => {
@@ -564,8 +567,9 @@ impl ThreadFiles for DiskFiles {
         }
     }
 
-    fn check_log(&mut self, id: &ThreadId) -> Option<FileRead> {
-        match read_log_file(&path_of(&self.dir, id, FileKind::Jsonl), id, None, &|_| false)? {
+    fn check_log(&mut self, id: &ThreadId, _: FileKind) -> Option<FileRead> {
+        let path = path_of(&self.dir, id, FileKind::Jsonl);
+        match read_log_file(&path, id, None, &|_| false, &Own, ReadCtx::default())? {
             FileRead::Replayed { thread, stamp, superseded } => Some(FileRead::Checked { thread, stamp, superseded }),
             _ => None,
         }

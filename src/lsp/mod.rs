@@ -9,6 +9,7 @@ pub mod net;
 pub mod protocol;
 pub mod state;
 pub mod stdio;
+pub mod stores;
 pub mod watch;
 
 use std::fs::File;
@@ -164,9 +165,27 @@ impl Backend {
 
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
-        if let Some(o) = &params.initialization_options {
-            *self.init_options.lock().unwrap_or_else(|e| e.into_inner()) = Options::from_value(o);
+        let mut options = match &params.initialization_options {
+            Some(o) => Options::from_value(o),
+            None => Ok(Options::default()),
+        };
+        // Where the user works: the checkouts a session from elsewhere is
+        // placed in (see `stores`).
+        #[allow(deprecated)] // rootUri: what an editor without workspace folders sends
+        let folders: Vec<std::path::PathBuf> = params
+            .workspace_folders
+            .iter()
+            .flatten()
+            .map(|f| &f.uri)
+            .chain(params.root_uri.as_ref())
+            .filter_map(|u| tower_lsp_server::UriExt::to_file_path(u).map(|p| p.into_owned()))
+            .collect();
+        if let Ok(o) = &mut options
+            && !folders.is_empty()
+        {
+            o.workspace = Some(folders);
         }
+        *self.init_options.lock().unwrap_or_else(|e| e.into_inner()) = options;
         let progress = params.capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false);
         self.sync.progress.store(progress, std::sync::atomic::Ordering::Relaxed);
         if let Some(pid) = params.process_id {

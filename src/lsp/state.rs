@@ -90,6 +90,10 @@ CREATE TABLE rejected (id INTEGER PRIMARY KEY, thread TEXT NOT NULL, at INTEGER 
     r#"
 DROP INDEX IF EXISTS ops_thread;
 "#,
+    // Native session files (an assistant's store) their owner removed.
+    r#"
+ALTER TABLE threads ADD COLUMN removed INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub struct StateDb {
@@ -411,6 +415,7 @@ impl StateDb {
                 own: None,
                 dirty: false,
                 superseded: 0,
+                removed: false,
             };
             file.messages.sort();
             saves.push(Save::File { thread: id.clone(), file });

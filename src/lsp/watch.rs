@@ -52,3 +52,44 @@ fn rescan_forever(tx: mpsc::UnboundedSender<Cmd>) {
         }
     });
 }
+
+/// Watches an assistant's store (recursively: sessions are a few levels
+/// down, in directories made as they are needed). A store that does not
+/// exist yet (the assistant never ran here) is looked for every 10 s and
+/// watched, and read, once it appears.
+pub fn spawn_store(root: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
+    if std::env::var("THREADSYNC_WATCH").is_ok_and(|v| v == "poll") {
+        return; // the threads directory's rescans read the stores too
+    }
+    tokio::spawn(async move {
+        let mut appeared = false;
+        while !root.is_dir() {
+            appeared = true;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if tx.is_closed() {
+                return;
+            }
+        }
+        let events = tx.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if !(ev.kind.is_access() || ev.kind.is_other()) => {
+                let _ = events.send(Cmd::Files(ev.paths));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = events.send(Cmd::Rescan);
+            }
+        })
+        .and_then(|mut w| w.watch(&root, RecursiveMode::Recursive).map(|()| w));
+        match watcher {
+            Ok(w) => std::mem::forget(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %root.display(), "cannot watch an assistant's store; rescanning every 2 s instead");
+                rescan_forever(tx.clone());
+            }
+        }
+        if appeared {
+            let _ = tx.send(Cmd::Rescan);
+        }
+    });
+}

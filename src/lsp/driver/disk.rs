@@ -7,6 +7,16 @@ use super::*;
 impl Driver {
     /// A file in the threads directory changed (or may have).
     pub(super) fn file_changed(&mut self, path: &Path) {
+        if self.cfg.stores.iter().any(|s| path.starts_with(&s.root)) {
+            // A session in an assistant's store, or nothing of ours.
+            if let Some(id) = self.client.files.stores.classify(path) {
+                let now = self.now();
+                if let Err(e) = self.client.file_changed(now, &id, FileKind::Native) {
+                    tracing::error!(thread = %id, error = %e, "cannot take in a session file");
+                }
+            }
+            return;
+        }
         match files::thread_file(path) {
             None => {}
             Some(Err(e)) => tracing::warn!("{e}; ignored"),

@@ -67,15 +67,21 @@ fn a_log_is_appended_to_only_where_it_was_last_read() {
     f.write_all(&line("b")[..10]).unwrap();
     assert!(matches!(append_log(&p, &line("c"), s), Written::Busy));
     let none = |_: &MessageId| false;
-    assert!(read_log_file(&p, &id, Some(s), &none).is_none(), "a torn line is waited for");
+    assert!(read_log_file(&p, &id, Some(s), &none, &Own, ReadCtx::default()).is_none(), "a torn line is waited for");
     f.write_all(&line("b")[10..]).unwrap();
     assert!(matches!(append_log(&p, &line("c"), s), Written::Changed));
-    let Some(FileRead::Appended { records, stamp }) = read_log_file(&p, &id, Some(s), &none) else { panic!() };
+    let Some(FileRead::Appended { records, stamp }) = read_log_file(&p, &id, Some(s), &none, &Own, ReadCtx::default())
+    else {
+        panic!()
+    };
     assert_eq!(records.len(), 1);
     assert!(matches!(append_log(&p, &line("c"), stamp), Written::Ok(_)));
     // A rewrite by someone else is noticed and read whole.
     std::fs::write(&p, [&header[..], &line("z")[..]].concat()).unwrap();
-    assert!(matches!(read_log_file(&p, &id, Some(stamp), &none), Some(FileRead::Replayed { .. })));
+    assert!(matches!(
+        read_log_file(&p, &id, Some(stamp), &none, &Own, ReadCtx::default()),
+        Some(FileRead::Replayed { .. })
+    ));
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -7,6 +7,7 @@ pub(super) fn parse_kind(s: &str) -> Result<FileKind, String> {
     match s {
         "json" => Ok(FileKind::Json),
         "jsonl" => Ok(FileKind::Jsonl),
+        "native" => Ok(FileKind::Native),
         other => Err(format!("unknown file kind {other:?} in the state")),
     }
 }
@@ -16,12 +17,12 @@ pub(super) fn parse_stamp(s: Option<&str>) -> Result<Option<Stamp>, String> {
 }
 
 type ThreadRow =
-    (i64, i64, String, String, String, String, String, i64, String, Option<String>, Option<String>, bool, i64);
+    (i64, i64, String, String, String, String, String, i64, String, Option<String>, Option<String>, bool, i64, bool);
 
 pub(super) fn load_thread(conn: &Connection, id: &ThreadId) -> Result<Option<StoredThread>, String> {
     let row: Option<ThreadRow> = conn
         .prepare_cached(
-            "SELECT v, created, title, env, kind, f_title, f_env, f_created, f_extra, stamp, own, dirty, superseded
+            "SELECT v, created, title, env, kind, f_title, f_env, f_created, f_extra, stamp, own, dirty, superseded, removed
                FROM threads WHERE id = ?1",
         )
         .and_then(|mut s| {
@@ -40,12 +41,28 @@ pub(super) fn load_thread(conn: &Connection, id: &ThreadId) -> Result<Option<Sto
                     r.get(10)?,
                     r.get(11)?,
                     r.get(12)?,
+                    r.get(13)?,
                 ))
             })
             .optional()
         })
         .map_err(err)?;
-    let Some((v, created, title, env, kind, f_title, f_env, f_created, f_extra, stamp, own, dirty, superseded)) = row
+    let Some((
+        v,
+        created,
+        title,
+        env,
+        kind,
+        f_title,
+        f_env,
+        f_created,
+        f_extra,
+        stamp,
+        own,
+        dirty,
+        superseded,
+        removed,
+    )) = row
     else {
         return Ok(None);
     };
@@ -121,5 +138,6 @@ pub(super) fn load_thread(conn: &Connection, id: &ThreadId) -> Result<Option<Sto
     file.own = own.map(|o| u64::from_str_radix(&o, 16)).transpose().map_err(err)?;
     file.dirty = dirty;
     file.superseded = superseded as u64;
+    file.removed = removed;
     Ok(Some(StoredThread { base: doc, ops, file: restored_file(&file), last_sync: None }))
 }

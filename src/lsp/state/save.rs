@@ -231,7 +231,7 @@ pub(super) fn apply_one(tx: &Transaction<'_>, s: &Save) -> Result<(), String> {
             let extra = serde_json::to_string(&file.extra).map_err(err)?;
             tx.prepare_cached(
                 "UPDATE threads SET kind = ?2, f_title = ?3, f_env = ?4, f_created = ?5, f_extra = ?6,
-                        stamp = ?7, own = ?8, dirty = ?9, superseded = ?10 WHERE id = ?1",
+                        stamp = ?7, own = ?8, dirty = ?9, superseded = ?10, removed = ?11 WHERE id = ?1",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -239,6 +239,7 @@ pub(super) fn apply_one(tx: &Transaction<'_>, s: &Save) -> Result<(), String> {
                     match file.kind {
                         FileKind::Json => "json",
                         FileKind::Jsonl => "jsonl",
+                        FileKind::Native => "native",
                     },
                     file.title,
                     hex(file.env),
@@ -247,7 +248,8 @@ pub(super) fn apply_one(tx: &Transaction<'_>, s: &Save) -> Result<(), String> {
                     stamp,
                     file.own.map(|h| format!("{h:016x}")),
                     file.dirty,
-                    file.superseded as i64
+                    file.superseded as i64,
+                    file.removed
                 ])
             })
             .map_err(err)?;

@@ -104,6 +104,7 @@ fn the_database_keeps_what_the_reference_store_keeps() {
             own: None,
             dirty: true,
             superseded: 2,
+            removed: false,
         },
     });
     saves.push(Save::Cursor(Some(Cursor::Log(12))));

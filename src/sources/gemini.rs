@@ -1,0 +1,40 @@
+//! Gemini CLI: `~/.gemini/tmp/<project name>/chats/session-<date>-<id8>.jsonl`.
+//!
+//! A header line (`sessionId`, `projectHash`, `startTime`, `kind`), then
+//! messages (`id`, `timestamp`, `type`: `user` / `gemini` / …, `content`),
+//! `{"$set": …}` updates and `{"$rewindTo": …}` truncations. A message
+//! re-appended with the same id replaces the earlier one — the same rule as
+//! a threadsync log, so such a line is an edit. Lines carry no working
+//! directory: the project comes from `~/.gemini/projects.json`.
+
+use serde_json::Value;
+
+use super::{Line, content_text, prompt_title, text, time};
+
+pub fn describe(v: &Value) -> Line {
+    let header = v.get("sessionId").is_some() && v.get("type").is_none();
+    let role = if header {
+        "session".to_string()
+    } else if v.get("$set").is_some() {
+        "$set".to_string()
+    } else if v.get("$rewindTo").is_some() {
+        "$rewindTo".to_string()
+    } else {
+        text(v, "type").unwrap_or("unknown").to_string()
+    };
+    let title = match role.as_str() {
+        "user" => v.get("content").and_then(|c| match c {
+            Value::Array(parts) => parts.iter().find_map(|p| text(p, "text")).and_then(prompt_title),
+            other => content_text(other).and_then(prompt_title),
+        }),
+        _ => None,
+    };
+    Line {
+        id: if header { None } else { text(v, "id").map(str::to_string) },
+        timestamp: if header { time(v, "startTime") } else { time(v, "timestamp") },
+        session: if header { text(v, "sessionId").map(str::to_string) } else { None },
+        cwd: None,
+        title,
+        role,
+    }
+}

@@ -1,0 +1,178 @@
+use super::*;
+use crate::threadlog::{LogFormat, Own, ReadCtx};
+
+fn log(source: Source) -> NativeLog<'static> {
+    NativeLog { source, redact: Some(Scanner::get()) }
+}
+
+const CLAUDE: &str = concat!(
+    r#"{"type":"queue-operation","operation":"enqueue","timestamp":"2026-12-06T10:00:00.000Z","sessionId":"3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b"}"#,
+    "\n",
+    r#"{"parentUuid":null,"isSidechain":false,"userType":"external","cwd":"/home/ann/src/api","sessionId":"3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b","version":"2.1.332","gitBranch":"main","type":"user","message":{"role":"user","content":"Fix the flaky login test\nplease"},"uuid":"a1","timestamp":"2026-12-06T10:00:01.250Z"}"#,
+    "\n",
+    r#"{"parentUuid":"a1","isSidechain":false,"cwd":"/home/ann/src/api","sessionId":"3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b","type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"Looking — caf\u00e9 ünïcode"}]},"uuid":"a2","timestamp":"2026-12-06T10:00:02Z"}"#,
+    "\n",
+    r#"{"type":"queue-operation","operation":"enqueue","timestamp":"2026-12-06T10:00:00.000Z","sessionId":"3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b"}"#,
+    "\n",
+);
+
+fn thread(source: Source, session: &str) -> ThreadId {
+    source.thread_id(session).unwrap()
+}
+
+#[test]
+fn a_claude_session_replays_as_a_thread_of_its_lines() {
+    let id = thread(Source::ClaudeCode, "3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b");
+    let (r, errors, used) = log(Source::ClaudeCode).replay(CLAUDE.as_bytes(), &id).unwrap();
+    assert!(errors.is_empty());
+    assert_eq!(used, CLAUDE.len());
+    let t = r.thread();
+    assert_eq!(t.title, "Fix the flaky login test");
+    assert_eq!(t.env["source"], "claude-code");
+    assert_eq!(t.env["session"], "3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b");
+    assert_eq!(t.env["cwd"], "/home/ann/src/api");
+    assert_eq!(t.created, 1_796_551_200_000);
+    let roles: Vec<&str> = t.messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["queue-operation", "user", "assistant", "queue-operation"]);
+    assert_eq!(t.messages[1].id.as_str(), "a1");
+    assert_eq!(t.messages[1].timestamp, 1_796_551_201_250);
+    // Two identical lines without ids are two messages, numbered.
+    assert_ne!(t.messages[0].id, t.messages[3].id);
+    assert!(t.messages[3].id.as_str().ends_with("-2"));
+    // Written back, the lines come out byte for byte.
+    let records: Vec<Record> = t.messages.iter().map(|m| Record::Message { message: m.clone(), after: None }).collect();
+    assert_eq!(log(Source::ClaudeCode).render(&records).unwrap(), CLAUDE.as_bytes());
+}
+
+#[test]
+fn ids_are_the_same_read_whole_or_line_by_line() {
+    let id = thread(Source::ClaudeCode, "s");
+    let (whole, _, _) = log(Source::ClaudeCode).replay(CLAUDE.as_bytes(), &id).unwrap();
+    let whole: Vec<String> = whole.thread().messages.iter().map(|m| m.id.to_string()).collect();
+    let mut seen: Vec<String> = Vec::new();
+    for (offset, line) in threadlog::complete_lines(CLAUDE.as_bytes(), 0).0 {
+        let known_now = seen.clone();
+        let known = move |m: &MessageId| known_now.iter().any(|k| k == m.as_str());
+        let mut ids = IdDeriver::new(&known);
+        let mut ctx = ReadCtx { titled: true, env: Some(json!({})) };
+        for r in log(Source::ClaudeCode).parse_line(line, offset, &id, &mut ids, &mut ctx).unwrap() {
+            if let Record::Message { message, .. } = r {
+                seen.push(message.id.to_string());
+            }
+        }
+    }
+    assert_eq!(seen, whole);
+}
+
+#[test]
+fn an_incremental_read_names_an_untitled_thread_and_learns_its_directory() {
+    let id = thread(Source::ClaudeCode, "s");
+    let line = CLAUDE.lines().nth(1).unwrap().as_bytes();
+    let known = |_: &MessageId| false;
+    let mut ctx = ReadCtx { titled: false, env: Some(json!({"source": "claude-code", "session": "s"})) };
+    let records = log(Source::ClaudeCode).parse_line(line, 0, &id, &mut IdDeriver::new(&known), &mut ctx).unwrap();
+    assert!(matches!(&records[1], Record::Title { title } if title == "Fix the flaky login test"));
+    assert!(
+        matches!(&records[2], Record::Env { env } if env == &json!({"source": "claude-code", "session": "s", "cwd": "/home/ann/src/api"}))
+    );
+    // A titled thread keeps its title; a known directory is not restated.
+    let records = log(Source::ClaudeCode).parse_line(line, 0, &id, &mut IdDeriver::new(&known), &mut ctx).unwrap();
+    assert_eq!(records.len(), 1);
+}
+
+#[test]
+fn secrets_are_replaced_and_the_line_stays_json() {
+    let id = thread(Source::Codex, "x");
+    let key = "AKIA".to_string() + "Z7QXW3MR5TLV6K2P";
+    let line = format!(
+        r#"{{"timestamp":"2026-12-06T10:00:00Z","type":"response_item","payload":{{"type":"function_call_output","call_id":"call_1","output":"export AWS_ACCESS_KEY_ID={key}\n"}}}}"#
+    );
+    let known = |_: &MessageId| false;
+    let mut ctx = ReadCtx::default();
+    let records =
+        log(Source::Codex).parse_line(line.as_bytes(), 0, &id, &mut IdDeriver::new(&known), &mut ctx).unwrap();
+    let Record::Message { message, .. } = &records[0] else { panic!() };
+    let text = message.content.value().unwrap().as_str().unwrap();
+    assert!(!text.contains(&key), "{text}");
+    assert!(text.contains("[REDACTED:"), "{text}");
+    let v: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["payload"]["call_id"], "call_1");
+    assert_eq!(message.role, "function_call_output");
+    // Off: the line as it is.
+    let plain = NativeLog { source: Source::Codex, redact: None };
+    let records = plain.parse_line(line.as_bytes(), 0, &id, &mut IdDeriver::new(&known), &mut ctx).unwrap();
+    let Record::Message { message, .. } = &records[0] else { panic!() };
+    assert_eq!(message.content.value().unwrap().as_str().unwrap(), line);
+}
+
+#[test]
+fn codex_and_gemini_lines_say_what_they_are() {
+    let meta = json!({"timestamp":"2026-12-06T10:00:00.5Z","type":"session_meta","payload":{"id":"0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","cwd":"/w/api","cli_version":"0.171.0"}});
+    let l = codex::describe(&meta);
+    assert_eq!(
+        (l.role.as_str(), l.session.as_deref(), l.cwd.as_deref()),
+        ("session_meta", Some("0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"), Some("/w/api"))
+    );
+    assert_eq!(l.timestamp, 1_796_551_200_500);
+    let msg = json!({"type":"response_item","payload":{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}});
+    assert_eq!(codex::describe(&msg).role, "user");
+    let ev = json!({"type":"event_msg","payload":{"type":"user_message","message":"Add a --json flag"}});
+    assert_eq!(codex::describe(&ev).title, Some(("Add a --json flag".into(), false)));
+    assert_eq!(
+        codex::session_of_file("rollout-2026-12-06T10-00-00-0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b.jsonl"),
+        Some("0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+    );
+    assert_eq!(codex::session_of_file("rollout-x.jsonl"), None);
+
+    let header = json!({"sessionId":"5e6f","projectHash":"ab","startTime":"2026-12-06T10:00:00Z","kind":"main"});
+    let l = gemini::describe(&header);
+    assert_eq!((l.role.as_str(), l.session.as_deref(), l.id), ("session", Some("5e6f"), None));
+    let user =
+        json!({"id":"u1","timestamp":"2026-12-06T10:00:01Z","type":"user","content":[{"text":"Explain the cache"}]});
+    let l = gemini::describe(&user);
+    assert_eq!((l.id.as_deref(), l.title), (Some("u1"), Some(("Explain the cache".into(), false))));
+    assert_eq!(gemini::describe(&json!({"$rewindTo":"u1"})).role, "$rewindTo");
+    assert_eq!(gemini::describe(&json!({"$set":{"summary":"x"}})).role, "$set");
+}
+
+#[test]
+fn only_native_lines_are_written_to_a_native_file() {
+    let m = |content: Value| {
+        Arc::new(Message {
+            id: MessageId::new("m1").unwrap(),
+            role: "user".into(),
+            content: Content::new(content),
+            timestamp: 0,
+            extra: Map::new(),
+        })
+    };
+    let records = vec![
+        Record::Title { title: "t".into() },
+        Record::Message { message: m(json!("{\"type\":\"user\"}")), after: None },
+        Record::Message { message: m(json!({"not": "a line"})), after: None },
+        Record::Message { message: m(json!("two\nlines")), after: None },
+        Record::Edit { id: MessageId::new("m1").unwrap(), content: Content::new(json!("{\"id\":\"m1\"}")) },
+    ];
+    assert_eq!(log(Source::ClaudeCode).render(&records).unwrap(), b"{\"type\":\"user\"}\n");
+    assert_eq!(log(Source::Gemini).render(&records).unwrap(), b"{\"type\":\"user\"}\n{\"id\":\"m1\"}\n");
+    assert!(!Own.native() && log(Source::Gemini).native());
+}
+
+#[test]
+fn rfc3339_times() {
+    assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Some(1500));
+    assert_eq!(parse_time("1970-01-01T01:00:00+01:00"), Some(0));
+    assert_eq!(parse_time("2000-02-29T00:00:00.123456Z"), Some(951_782_400_123));
+    assert_eq!(parse_time("2026-12-06"), None);
+    assert_eq!(parse_time("2026-13-06T00:00:00Z"), None);
+    assert_eq!(parse_time("2026-12-06T00:00:00"), None);
+}
+
+#[test]
+fn session_ids_make_valid_thread_ids_or_none() {
+    assert_eq!(Source::ClaudeCode.thread_id("3f0c-9c1e").unwrap().as_str(), "claude-3f0c-9c1e");
+    assert_eq!(Source::Codex.thread_id("../x"), None);
+    assert_eq!(Source::of_env(&json!({"source": "gemini"})), Some(Source::Gemini));
+    assert_eq!(Source::of_env(&json!({})), None);
+}

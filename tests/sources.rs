@@ -1,0 +1,139 @@
+//! The assistants' stores synced between two machines, end to end with real
+//! `threadsync serve` and `threadsync lsp` processes: each "machine" has its
+//! own HOME (with the store under it) and its own checkout of the same
+//! repository at a different path. Here the session files are written the
+//! way the assistants write them (whole lines, appended); the real CLIs
+//! resuming them are in `tests/assistants.rs`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::lsp_harness::*;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A machine: a HOME with a checkout of the team's repository.
+struct Machine {
+    home: PathBuf,
+    checkout: PathBuf,
+}
+
+impl Machine {
+    fn new(root: &Path, name: &str, checkout: &str) -> Machine {
+        let home = root.join(name);
+        let checkout = home.join(checkout);
+        std::fs::create_dir_all(checkout.join(".git")).unwrap();
+        std::fs::write(checkout.join(".git/config"), "[remote \"origin\"]\n\turl = git@example.com:team/api.git\n")
+            .unwrap();
+        Machine { home, checkout }
+    }
+
+    fn sidecar(&self, server: &Server, token: &str, extra: Value) -> Sidecar {
+        let mut opts = json!({
+            "server": server.url(), "token": token,
+            "threadsDir": self.home.join("threads"), "stateDir": self.home.join("state"),
+            "sources": ["claude-code", "codex", "gemini"],
+            "projectMap": { "example.com/team/api": self.checkout },
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            opts[k] = v.clone();
+        }
+        let mut s = Sidecar::spawn(&self.home, opts, None);
+        s.ignore_chatter();
+        s
+    }
+
+    /// Where Claude Code keeps this machine's sessions of the checkout.
+    fn claude_dir(&self) -> PathBuf {
+        let escaped: String =
+            self.checkout.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        self.home.join(".claude/projects").join(escaped)
+    }
+}
+
+fn claude_line(m: &Machine, session: &str, uuid: &str, parent: Option<&str>, kind: &str, text: &str) -> String {
+    let v = json!({
+        "parentUuid": parent, "isSidechain": false, "userType": "external",
+        "cwd": m.checkout, "sessionId": session, "version": "2.1.332", "gitBranch": "main",
+        "type": kind, "message": { "role": kind, "content": text },
+        "uuid": uuid, "timestamp": "2026-12-06T10:00:00.000Z",
+    });
+    serde_json::to_string(&v).unwrap()
+}
+
+/// Appends lines as an assistant does: each whole, in one write.
+fn append_lines(path: &Path, lines: &[String]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for l in lines {
+        f.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default()
+}
+
+#[test]
+fn a_claude_session_goes_to_the_other_machine_and_its_new_turns_come_back() {
+    let dir = common::TempDir::new("sources-claude");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let a = Machine::new(&dir.0, "a", "work/api");
+    let b = Machine::new(&dir.0, "b", "code/api-server");
+    let session = "3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b";
+    let a_file = a.claude_dir().join(format!("{session}.jsonl"));
+    let secret = "ghp_".to_string() + "R8mK2pX7vQ4nT9wL3sJ6hF1bC5dG0aZyE2uI";
+    let a_lines = vec![
+        r#"{"type":"queue-operation","operation":"enqueue","timestamp":"2026-12-06T10:00:00.000Z","sessionId":"3f0c9c1e-8a51-4d2b-9a0e-1c2d3e4f5a6b"}"#.to_string(),
+        claude_line(&a, session, "u1", None, "user", "Fix the flaky login test"),
+        claude_line(&a, session, "a1", Some("u1"), "assistant", &format!("The CI log shows GITHUB_TOKEN={secret} in the env")),
+    ];
+    append_lines(&a_file, &a_lines);
+
+    let mut sa = a.sidecar(&server, &token, json!({}));
+    let mut sb = b.sidecar(&server, &token, json!({}));
+    let thread = format!("claude-{session}");
+    let tb = sb.wait_thread(&thread, T, |t| t["messages"].as_array().is_some_and(|m| m.len() == 3));
+    assert_eq!(tb["title"], "Fix the flaky login test");
+    assert_eq!(tb["env"]["source"], "claude-code");
+    assert_eq!(tb["env"]["project"], json!({"repo": "example.com/team/api", "path": ""}));
+
+    // B's copy is where B's `claude --resume` looks: under B's checkout.
+    let b_file = b.claude_dir().join(format!("{session}.jsonl"));
+    wait_for("B's session file", T, || lines(&b_file).len() == 3);
+    let got = lines(&b_file);
+    assert_eq!(got[..2], a_lines[..2], "lines arrive byte for byte");
+    // The secret never left A: B's line has the marker, A's file the secret.
+    assert!(!got[2].contains(&secret) && got[2].contains("[REDACTED:github-pat]"), "{}", got[2]);
+    assert!(lines(&a_file)[2].contains(&secret));
+    serde_json::from_str::<Value>(&got[2]).expect("a redacted line is still JSON");
+
+    // B's assistant goes on (its lines carry B's directory); A gets the turn.
+    let b_turn = vec![
+        claude_line(&b, session, "u2", Some("a1"), "user", "Now on the desktop: run it again"),
+        claude_line(&b, session, "a2", Some("u2"), "assistant", "Passing 50 of 50 runs."),
+    ];
+    append_lines(&b_file, &b_turn);
+    wait_for("A's file to get B's turn", T, || lines(&a_file).len() == 5);
+    assert_eq!(lines(&a_file)[3..], b_turn[..]);
+    // Nothing twice anywhere.
+    let ta = sa.wait_thread(&thread, T, |t| t["messages"].as_array().unwrap().len() == 5);
+    let tb = sb.wait_thread(&thread, T, |t| t["messages"].as_array().unwrap().len() == 5);
+    assert_eq!(ids(&ta), ids(&tb));
+    assert_eq!(lines(&b_file).len(), 5);
+    sa.ignore_everything();
+    sb.ignore_everything();
+}
