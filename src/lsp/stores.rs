@@ -26,7 +26,7 @@ use crate::lsp::files::{DiskFiles, append_log, create_log, read_log_file};
 use crate::model::{MessageId, ThreadId};
 use crate::secrets::Scanner;
 use crate::sources::project::{self, Project};
-use crate::sources::{NativeLog, Source, claude, codex};
+use crate::sources::{NativeLog, Source, claude, codex, gemini};
 use crate::threadlog::{LogFormat, ReadCtx, Record};
 
 /// One store to sync.
@@ -171,7 +171,11 @@ impl Stores {
             (Source::ClaudeCode, [_, name]) => name.strip_suffix(".jsonl")?.to_string(),
             (Source::Codex, [_, _, _, name]) => codex::session_of_file(name)?.to_string(),
             (Source::Gemini, [_, "chats", name]) if name.starts_with("session-") && name.ends_with(".jsonl") => {
-                first_line(path).and_then(|v| v.get("sessionId")?.as_str().map(str::to_string))?
+                let lines = lines_of(path, 200);
+                if !lines.iter().any(gemini::is_turn) {
+                    return None; // a header alone, or the stray of a resume: nothing to resume yet
+                }
+                lines.first().and_then(|v| v.get("sessionId")?.as_str().map(str::to_string))?
             }
             _ => return None,
         };
@@ -330,14 +334,27 @@ impl Stores {
                 if !(safe(file) && file.starts_with("session-") && file.ends_with(".jsonl")) {
                     return Err(format!("{id}: bad session file {file:?}"));
                 }
+                // The name Gemini gives (or will give) this machine's
+                // directory: its entry in projects.json, else the one it
+                // would pick (a name is taken by another directory's entry
+                // or `.project_root`).
                 let dir = self.local_dir(env);
-                let name = gemini_projects(&self.home)
-                    .into_iter()
-                    .find(|(p, _)| *p == dir)
-                    .map(|(_, n)| n)
-                    .or_else(|| dir.file_name().and_then(|n| n.to_str()).map(str::to_string))
-                    .filter(|n| safe(n))
-                    .ok_or_else(|| format!("{id}: no project name for {}", dir.display()))?;
+                let projects = gemini_projects(&self.home);
+                let name = match projects.iter().find(|(p, _)| *p == dir) {
+                    Some((_, n)) => n.clone(),
+                    None => {
+                        let taken = |slug: &str| {
+                            projects.iter().any(|(_, n)| n == slug)
+                                || std::fs::read_to_string(store.root.join(slug).join(".project_root"))
+                                    .is_ok_and(|r| Path::new(r.trim()) != dir)
+                        };
+                        let base = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        gemini::project_slug(base, &taken)
+                    }
+                };
+                if !safe(&name) {
+                    return Err(format!("{id}: bad project name {name:?}"));
+                }
                 store.root.join(name).join("chats").join(file)
             }
         };
@@ -448,11 +465,6 @@ fn gemini_projects(home: &Path) -> Vec<(PathBuf, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The first line of a file, parsed (at most 1 MiB of it is read).
-fn first_line(path: &Path) -> Option<Value> {
-    lines_of(path, 1).into_iter().next()
 }
 
 /// The first working directory a session's lines name.

@@ -55,7 +55,7 @@ fn rescan_forever(tx: mpsc::UnboundedSender<Cmd>) {
 
 /// Watches an assistant's store (recursively: sessions are a few levels
 /// down, in directories made as they are needed). A store that does not
-/// exist yet (the assistant never ran here) is looked for every 10 s and
+/// exist yet (the assistant never ran here) is looked for every 2 s and
 /// watched, and read, once it appears.
 pub fn spawn_store(root: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
     if std::env::var("THREADSYNC_WATCH").is_ok_and(|v| v == "poll") {
@@ -65,7 +65,7 @@ pub fn spawn_store(root: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
         let mut appeared = false;
         while !root.is_dir() {
             appeared = true;
-            tokio::time::sleep(Duration::from_secs(10)).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
             if tx.is_closed() {
                 return;
             }

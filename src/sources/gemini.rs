@@ -11,6 +11,33 @@ use serde_json::Value;
 
 use super::{Line, content_text, prompt_title, text, time};
 
+/// Gemini CLI's name for a project directory (0.61, `ProjectRegistry`):
+/// the directory's name, lowercased, every run of other characters than
+/// `a-z0-9` made one `-`, trimmed; `project` if nothing is left. A name
+/// another directory has already is suffixed `-1`, `-2`, … (`taken`).
+pub fn project_slug(dir_name: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    let mut slug = String::new();
+    for c in dir_name.to_lowercase().chars() {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        if !(c == '-' && slug.ends_with('-')) {
+            slug.push(c);
+        }
+    }
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "project" } else { slug };
+    if !taken(slug) {
+        return slug.to_string();
+    }
+    (1..).map(|n| format!("{slug}-{n}")).find(|s| !taken(s)).expect("some suffix is free")
+}
+
+/// Whether a line is a turn (something a resume has to go back to): a
+/// session file without one is the stray a resume can leave beside the
+/// real file, which Gemini itself skips.
+pub fn is_turn(v: &Value) -> bool {
+    matches!(v.get("type").and_then(Value::as_str), Some("user" | "gemini"))
+}
+
 pub fn describe(v: &Value) -> Line {
     let header = v.get("sessionId").is_some() && v.get("type").is_none();
     let role = if header {

@@ -176,3 +176,13 @@ fn session_ids_make_valid_thread_ids_or_none() {
     assert_eq!(Source::of_env(&json!({"source": "gemini"})), Some(Source::Gemini));
     assert_eq!(Source::of_env(&json!({})), None);
 }
+
+#[test]
+fn gemini_names_projects_as_gemini_does() {
+    let none = |_: &str| false;
+    assert_eq!(gemini::project_slug("checkout-B", &none), "checkout-b");
+    assert_eq!(gemini::project_slug("My Repo (old)", &none), "my-repo-old");
+    assert_eq!(gemini::project_slug("___", &none), "project");
+    let taken = |s: &str| s == "api" || s == "api-1";
+    assert_eq!(gemini::project_slug("api", &taken), "api-2");
+}

@@ -215,6 +215,11 @@ impl Sidecar {
     }
 
     pub fn spawn_env(dir: &Path, opts: Value, pid: Option<u32>, env: &[(&str, &str)]) -> Sidecar {
+        Sidecar::spawn_in(dir, opts, pid, env, &[])
+    }
+
+    /// With the editor's workspace folders in `initialize`.
+    pub fn spawn_in(dir: &Path, opts: Value, pid: Option<u32>, env: &[(&str, &str)], folders: &[&Path]) -> Sidecar {
         let threads = opts["threadsDir"].as_str().map(PathBuf::from).unwrap_or_else(|| dir.join("threads"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_threadsync"));
         cmd.arg("lsp").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
@@ -273,8 +278,15 @@ impl Sidecar {
             ignored: Ignored::default(),
             threads,
         };
-        let init =
-            s.request("initialize", json!({ "processId": pid, "capabilities": { "window": { "workDoneProgress": true } }, "initializationOptions": opts }));
+        let folders: Vec<Value> = folders
+            .iter()
+            .map(|f| json!({ "uri": format!("file://{}", f.display()), "name": f.file_name().unwrap().to_string_lossy() }))
+            .collect();
+        let init = s.request(
+            "initialize",
+            json!({ "processId": pid, "capabilities": { "window": { "workDoneProgress": true } }, "initializationOptions": opts,
+                    "workspaceFolders": if folders.is_empty() { Value::Null } else { Value::Array(folders) } }),
+        );
         assert!(
             init["result"]["capabilities"]["executeCommandProvider"]["commands"]
                 .to_string()

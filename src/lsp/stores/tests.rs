@@ -93,6 +93,14 @@ fn a_session_from_elsewhere_goes_where_each_client_resumes_it() {
                      "project": {"repo": "github.com/team/api", "path": ""}});
     let (_, p) = s.place(&Source::Gemini.thread_id("5e6f").unwrap(), &env).unwrap();
     assert_eq!(p, home.join(".gemini/tmp/api-server-1/chats/session-2026-12-06T10-00-5e6f0000.jsonl"));
+    // Not in projects.json: the name Gemini will give it, past a taken one.
+    std::fs::create_dir_all(home.join(".gemini/tmp/code")).unwrap();
+    std::fs::write(home.join(".gemini/tmp/code/.project_root"), "/somewhere/else/code").unwrap();
+    let env = json!({"source": "gemini", "session": "5e6f", "file": "session-2026-12-06T10-00-5e6f0000.jsonl",
+                     "project": {"home": "Code"}});
+    std::fs::create_dir_all(home.join("Code")).unwrap();
+    let (_, p) = s.place(&Source::Gemini.thread_id("5e6f").unwrap(), &env).unwrap();
+    assert_eq!(p, home.join(".gemini/tmp/code-1/chats/session-2026-12-06T10-00-5e6f0000.jsonl"));
     let env = json!({"source": "gemini", "session": "5e6f", "file": "../x.jsonl"});
     assert!(s.place(&Source::Gemini.thread_id("5e6f").unwrap(), &env).is_err());
 }
@@ -125,11 +133,15 @@ fn session_files_are_recognised_and_limited_to_the_projects_asked_for() {
     std::fs::create_dir_all(&gem).unwrap();
     let header =
         json!({"sessionId": "5e6f0000-1111", "projectHash": "x", "startTime": "2026-12-06T10:00:00Z", "kind": "main"});
-    std::fs::write(gem.join("session-2026-12-06T10-00-5e6f0000.jsonl"), format!("{header}\n")).unwrap();
-    std::fs::write(gem.join("session-2026-12-06T10-01-5e6f0000.jsonl"), format!("{header}\n")).unwrap();
+    let turn = json!({"id": "m1", "type": "user", "content": [{"text": "hi"}]});
+    let set = json!({"$set": {"messages": []}});
+    let real = gem.join("session-2026-12-06T10-00-5e6f0000.jsonl");
+    std::fs::write(&real, format!("{header}\n{set}\n{turn}\n")).unwrap();
+    // What a resume can leave beside it: a header and the new context.
+    std::fs::write(gem.join("session-2026-12-06T10-01-5e6f0000.jsonl"), format!("{header}\n{set}\n")).unwrap();
     let mut s = stores(&home);
     let found = s.scan();
-    // Gemini's second file for one session is left alone.
-    assert_eq!(found.iter().filter(|p| p.starts_with(&gem)).count(), 1);
-    assert!(s.path(&Source::Gemini.thread_id("5e6f0000-1111").unwrap()).is_some());
+    // Gemini's stray second file for one session is left alone.
+    assert_eq!(found.iter().filter(|p| p.starts_with(&gem)).collect::<Vec<_>>(), vec![&real]);
+    assert_eq!(s.path(&Source::Gemini.thread_id("5e6f0000-1111").unwrap()), Some(real.as_path()));
 }
