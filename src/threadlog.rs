@@ -162,11 +162,54 @@ pub fn parse_line(line: &[u8], offset: u64, thread: &ThreadId, ids: &mut IdDeriv
 pub struct IdDeriver<'a> {
     known: &'a dyn Fn(&MessageId) -> bool,
     taken: HashSet<MessageId>,
+    /// For [`IdDeriver::derive_line`]: how often a line occurs in the file
+    /// before the bytes being read, and how often it occurred in them so far.
+    before: Option<&'a dyn Fn(&[u8]) -> usize>,
+    lines: HashMap<u64, usize>,
 }
 
 impl<'a> IdDeriver<'a> {
     pub fn new(known: &'a dyn Fn(&MessageId) -> bool) -> Self {
-        IdDeriver { known, taken: HashSet::new() }
+        IdDeriver { known, taken: HashSet::new(), before: None, lines: HashMap::new() }
+    }
+
+    /// A deriver for a read that starts after the file's first bytes:
+    /// `before(line)` counts that exact line in them.
+    pub fn reading_on(known: &'a dyn Fn(&MessageId) -> bool, before: &'a dyn Fn(&[u8]) -> usize) -> Self {
+        IdDeriver { before: Some(before), ..IdDeriver::new(known) }
+    }
+
+    /// The id of a line that has none, by the line itself: the same key as
+    /// [`IdDeriver::derive`], numbered `-2`, `-3`, … by the line's
+    /// occurrence in the file. Unlike `derive` it does not skip ids the
+    /// file is known to hold: a line read again (one we appended, read back)
+    /// is the message it was. Only a line whose first id is known costs a
+    /// look at the bytes before (a repeat is rare: a bookkeeping record).
+    pub(crate) fn derive_line(
+        &mut self,
+        thread: &ThreadId,
+        role: &str,
+        timestamp: i64,
+        content: &Value,
+        raw: &[u8],
+    ) -> MessageId {
+        let key = derive_key(thread, role, timestamp, content);
+        let first = MessageId::new(format!("m-d{key:016x}")).expect("derived ids are valid");
+        let line = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            raw.hash(&mut h);
+            h.finish()
+        };
+        let n = match self.lines.get(&line) {
+            Some(n) => *n,
+            None => match self.before {
+                Some(count) if (self.known)(&first) => count(raw),
+                _ => 0,
+            },
+        };
+        self.lines.insert(line, n + 1);
+        if n == 0 { first } else { MessageId::new(format!("m-d{key:016x}-{}", n + 1)).expect("derived ids are valid") }
     }
 
     pub(crate) fn derive(&mut self, thread: &ThreadId, role: &str, timestamp: i64, content: &Value) -> MessageId {

@@ -125,7 +125,11 @@ fn two_machines_share_a_session(cli: Cli) {
     let redacted = |lines: Vec<String>| -> Vec<String> {
         lines.into_iter().map(|l| l.replace(&secret, "[REDACTED:github-pat]")).collect()
     };
-    assert_eq!(b.lines(cli, &id), redacted(a.lines(cli, &id)), "B has A's lines, in order, byte for byte but the secret");
+    assert_eq!(
+        b.lines(cli, &id),
+        redacted(a.lines(cli, &id)),
+        "B has A's lines, in order, byte for byte but the secret"
+    );
     // The secret stayed on A: in A's file, not on the server or on B.
     assert!(a.lines(cli, &id).iter().any(|l| l.contains(&secret)));
     assert!(!contains(&server_bytes(&server_dir), &secret), "the secret reached the server");
@@ -140,7 +144,9 @@ fn two_machines_share_a_session(cli: Cli) {
     let reply2 = turn2.reply.clone().unwrap();
 
     // B's turn reaches A's file; A's client resumes with both machines' turns.
-    wait_for("B's turn in A's file", || a.lines(cli, &id).iter().any(|l| l.contains(&p2)) && a.lines(cli, &id).len() == b.lines(cli, &id).len());
+    wait_for("B's turn in A's file", || {
+        a.lines(cli, &id).iter().any(|l| l.contains(&p2)) && a.lines(cli, &id).len() == b.lines(cli, &id).len()
+    });
     let p3 = format!("third {n} from A");
     cli.run(&fake, &a.home, &a.repo, &p3, Some(&id)).expect_ok("resume on A");
     let turn3 = fake.turn_for(&p3).expect("A's turn");
@@ -172,8 +178,14 @@ fn two_machines_share_a_session(cli: Cli) {
             };
             panic!(
                 "the concurrent turns never met: A {} lines (p4a {}, p4b {}), B {} lines (p4a {}, p4b {})\nonly on A: {:#?}\nonly on B: {:#?}",
-                la.len(), has(&la, &p4a), has(&la, &p4b), lb.len(), has(&lb, &p4a), has(&lb, &p4b),
-                only(&redacted(la.clone()), &lb), only(&lb, &la)
+                la.len(),
+                has(&la, &p4a),
+                has(&la, &p4b),
+                lb.len(),
+                has(&lb, &p4a),
+                has(&lb, &p4b),
+                only(&redacted(la.clone()), &lb),
+                only(&lb, &la)
             );
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -556,7 +556,15 @@ pub fn read_log(
     if used == 0 {
         return None; // a line is still being written
     }
-    let mut ids = IdDeriver::new(known);
+    // How often a line occurs before `from` (read once, and only when a
+    // line that may repeat an earlier one turns up).
+    let prefix: std::cell::OnceCell<Vec<u8>> = std::cell::OnceCell::new();
+    let src = std::cell::RefCell::new(src);
+    let before = |line: &[u8]| -> usize {
+        let bytes = prefix.get_or_init(|| src.borrow_mut().read_at(0, from.len).unwrap_or_default());
+        threadlog::complete_lines(bytes, 0).0.iter().filter(|(_, l)| *l == line).count()
+    };
+    let mut ids = IdDeriver::reading_on(known, &before);
     let mut records = Vec::with_capacity(lines.len());
     for (offset, line) in lines {
         match format.parse_line(line, offset, id, &mut ids, &mut ctx) {
@@ -565,6 +573,7 @@ pub fn read_log(
             Err(e) => tracing::warn!(thread = %id, "{e}; the line is skipped"),
         }
     }
+    drop(ids);
     let end = from.len + used as u64;
-    Some(FileRead::Appended { records, stamp: stamp(src, end) })
+    Some(FileRead::Appended { records, stamp: stamp(src.into_inner(), end) })
 }

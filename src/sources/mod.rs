@@ -143,7 +143,7 @@ impl NativeLog<'_> {
         let content = Value::String(self.content(text));
         let id = match line.id.as_deref().map(MessageId::new) {
             Some(Ok(id)) => id,
-            _ => ids.derive(thread, &line.role, line.timestamp, &content),
+            _ => ids.derive_line(thread, &line.role, line.timestamp, &content, raw),
         };
         let message = Message {
             id,

@@ -46,22 +46,14 @@ fn a_claude_session_replays_as_a_thread_of_its_lines() {
 
 #[test]
 fn ids_are_the_same_read_whole_or_line_by_line() {
-    let id = thread(Source::ClaudeCode, "s");
-    let (whole, _, _) = log(Source::ClaudeCode).replay(CLAUDE.as_bytes(), &id).unwrap();
-    let whole: Vec<String> = whole.thread().messages.iter().map(|m| m.id.to_string()).collect();
-    let mut seen: Vec<String> = Vec::new();
-    for (offset, line) in threadlog::complete_lines(CLAUDE.as_bytes(), 0).0 {
-        let known_now = seen.clone();
-        let known = move |m: &MessageId| known_now.iter().any(|k| k == m.as_str());
-        let mut ids = IdDeriver::new(&known);
-        let mut ctx = ReadCtx { titled: true, env: Some(json!({})) };
-        for r in log(Source::ClaudeCode).parse_line(line, offset, &id, &mut ids, &mut ctx).unwrap() {
-            if let Record::Message { message, .. } = r {
-                seen.push(message.id.to_string());
-            }
-        }
+    let whole = read_ids(Source::ClaudeCode, CLAUDE.as_bytes(), 0, &[]);
+    assert_eq!(whole.len(), 4);
+    let mut from = 0;
+    for (i, line) in CLAUDE.lines().enumerate() {
+        let rest = read_ids(Source::ClaudeCode, CLAUDE.as_bytes(), from, &whole[..i]);
+        assert_eq!(rest, whole[i..], "read on from line {i}");
+        from += line.len() + 1;
     }
-    assert_eq!(seen, whole);
 }
 
 #[test]
@@ -185,4 +177,69 @@ fn gemini_names_projects_as_gemini_does() {
     assert_eq!(gemini::project_slug("___", &none), "project");
     let taken = |s: &str| s == "api" || s == "api-1";
     assert_eq!(gemini::project_slug("api", &taken), "api-2");
+}
+
+/// A log in memory, as `client::read_log` reads files.
+struct Bytes(Vec<u8>);
+impl crate::client::LogSource for Bytes {
+    fn ino(&self) -> u64 {
+        1
+    }
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn mtime_ns(&self) -> i64 {
+        0
+    }
+    fn read_at(&mut self, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        Ok(self.0[start as usize..(start + len) as usize].to_vec())
+    }
+}
+
+fn read_ids(source: Source, bytes: &[u8], from: usize, known: &[String]) -> Vec<String> {
+    use crate::engine::file::{FileRead, Stamp};
+    let mut src = Bytes(bytes.to_vec());
+    let id = thread(source, "x");
+    let stamp = (from > 0).then(|| Stamp {
+        ino: 1,
+        len: from as u64,
+        mtime_ns: 0,
+        hash: crate::client::tail_hash(&mut src, from as u64).unwrap(),
+    });
+    let known = |m: &MessageId| known.iter().any(|k| k == m.as_str());
+    let read = crate::client::read_log(&mut src, &id, stamp, &known, &log(source), ReadCtx::default());
+    let records = match read {
+        Some(FileRead::Appended { records, .. }) => records,
+        Some(FileRead::Replayed { thread, .. }) => {
+            return thread.messages.iter().map(|m| m.id.to_string()).collect();
+        }
+        other => panic!("{other:?}"),
+    };
+    records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Message { message, .. } => Some(message.id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Lines read again that the file is known to hold (our own append read
+/// back after a writer appended in the same instant, or after a crash
+/// before the new offset was saved) keep their ids: nothing is taken for
+/// a new message and pushed twice. A line repeated for real is numbered as
+/// a read of the whole file numbers it.
+#[test]
+fn lines_read_again_keep_their_ids_and_repeats_are_numbered_as_in_the_whole_file() {
+    let l1 = r#"{"timestamp":"2026-12-06T10:00:00.001Z","type":"event_msg","payload":{"type":"token_count"}}"#;
+    let l2 = r#"{"timestamp":"2026-12-06T10:00:00.002Z","type":"event_msg","payload":{"type":"task_complete"}}"#;
+    let file = format!("{l1}\n{l2}\n{l1}\n");
+    let whole = read_ids(Source::Codex, file.as_bytes(), 0, &[]);
+    assert_eq!(whole.len(), 3);
+    assert!(whole[2].ends_with("-2") && whole[2].starts_with(&whole[0]), "{whole:?}");
+    let after_l1 = l1.len() + 1;
+    // Read on after the first line, knowing it: as the whole read numbers it.
+    assert_eq!(read_ids(Source::Codex, file.as_bytes(), after_l1, &whole[..1]), whole[1..]);
+    // Read on after the first line, knowing all three (our write read back).
+    assert_eq!(read_ids(Source::Codex, file.as_bytes(), after_l1, &whole), whole[1..]);
 }
