@@ -462,24 +462,30 @@ impl Driver {
     fn list_threads(&self) -> Result<ListThreadsResult, String> {
         let mut out = std::collections::BTreeMap::new();
         for t in self.client.store.list_threads()? {
+            let (source, project) = ThreadSummary::origin(&t.env);
             let v = ThreadSummary {
                 id: t.id.to_string(),
                 title: t.title,
                 version: t.version,
                 message_count: t.message_count,
                 state: ThreadState::Synced,
+                source,
+                project,
             };
             out.insert(t.id, v);
         }
         let engine = &self.client.engine;
         for id in engine.thread_ids() {
             let (Some(t), Some(s)) = (engine.thread(id), engine.thread_status(id)) else { continue };
+            let (source, project) = ThreadSummary::origin(&t.env);
             let v = ThreadSummary {
                 id: id.to_string(),
                 title: t.title.clone(),
                 version: t.v,
                 message_count: t.messages.len(),
                 state: s.state.into(),
+                source,
+                project,
             };
             out.insert(id.clone(), v);
         }

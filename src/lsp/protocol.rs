@@ -275,6 +275,31 @@ pub struct ThreadSummary {
     pub version: u64,
     pub message_count: usize,
     pub state: ThreadState,
+    /// The assistant whose session this is (`claude-code`, `codex`,
+    /// `gemini`); absent for threadsync's own threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub source: Option<String>,
+    /// The session's project, short (`team/api`, `team/api/cli`, `~/notes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub project: Option<String>,
+}
+
+impl ThreadSummary {
+    /// Source and project, from a thread's env.
+    pub fn origin(env: &serde_json::Value) -> (Option<String>, Option<String>) {
+        let source = env.get("source").and_then(|s| s.as_str()).map(str::to_string);
+        let project = env
+            .get("project")
+            .and_then(crate::sources::project::Project::from_json)
+            .map(|p| p.label())
+            .or_else(|| {
+                let cwd = env.get("cwd")?.as_str()?;
+                Some(cwd.rsplit('/').find(|s| !s.is_empty())?.to_string())
+            });
+        (source, project)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]

@@ -107,6 +107,8 @@ pub struct ListedThread {
     pub title: String,
     pub version: u64,
     pub message_count: usize,
+    /// Where the thread comes from (an assistant's session: its source and project).
+    pub env: serde_json::Value,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -299,20 +301,27 @@ impl StateDb {
     /// The threads at rest, for `threadsync/listThreads`.
     pub fn list_threads(&self) -> Result<Vec<ListedThread>, String> {
         let mut s =
-            self.conn.prepare("SELECT id, title, v, count FROM threads WHERE v > 0 ORDER BY id").map_err(err)?;
+            self.conn.prepare("SELECT id, title, v, count, env FROM threads WHERE v > 0 ORDER BY id").map_err(err)?;
         let rows = s
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
             })
             .map_err(err)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, title, v, count) = row.map_err(err)?;
+            let (id, title, v, count, env) = row.map_err(err)?;
             out.push(ListedThread {
                 id: ThreadId::new(id).map_err(err)?,
                 title,
                 version: v as u64,
                 message_count: count as usize,
+                env: serde_json::from_str(&env).unwrap_or_default(),
             });
         }
         Ok(out)

@@ -93,6 +93,15 @@ export type ThreadSummary = {
   version: number,
   messageCount: number,
   state: ThreadState,
+  /**
+   * The assistant whose session this is (`claude-code`, `codex`,
+   * `gemini`); absent for threadsync's own threads.
+   */
+  source?: string,
+  /**
+   * The session's project, short (`team/api`, `team/api/cli`, `~/notes`).
+   */
+  project?: string,
 };
 
 /**
