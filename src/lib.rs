@@ -4,6 +4,7 @@
 //! decision and performs no I/O; see ARCHITECTURE.md.
 
 pub mod client;
+pub mod daemon;
 pub mod engine;
 pub mod lsp;
 pub mod merge;

@@ -80,6 +80,29 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Syncs without an editor (for terminal assistants): the sidecar with
+    /// its configuration from the environment and the config file, until
+    /// SIGTERM. Shares the state directory's lock with editor windows: only
+    /// one of them syncs at a time.
+    Daemon {
+        /// A checkout of a project on this machine (repeatable): sessions of
+        /// that repository from elsewhere go into it.
+        #[arg(long = "project", value_name = "DIR")]
+        projects: Vec<PathBuf>,
+        /// Prints a systemd user unit that runs this daemon, and exits:
+        /// `threadsync daemon --systemd-unit > ~/.config/systemd/user/threadsync.service`.
+        #[arg(long)]
+        systemd_unit: bool,
+    },
+    /// Prints what a statusline would show, and the assistants' stores found.
+    Status,
+    /// Puts a thread's file back from the server (an assistant's session
+    /// into its store, e.g. after its 30-day cleanup; run it in the
+    /// project's checkout).
+    Restore {
+        /// The thread (`claude-<session id>`, `codex-<id>`, `gemini-<id>`, …).
+        thread: String,
+    },
     /// Prints the completion script for a shell, e.g.
     /// `threadsync completions bash > ~/.local/share/bash-completion/completions/threadsync`.
     Completions { shell: clap_complete::Shell },
@@ -156,6 +179,17 @@ fn main() -> ExitCode {
         }
         Command::Lsp { stdio: _ } => threadsync::lsp::run(),
         Command::Check { files } => check(&files),
+        Command::Daemon { projects, systemd_unit: true } => {
+            let _ = projects;
+            print!("{}", systemd_unit());
+            ExitCode::SUCCESS
+        }
+        Command::Daemon { projects, systemd_unit: false } => {
+            let projects = projects.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
+            threadsync::daemon::run(projects)
+        }
+        Command::Status => threadsync::daemon::status(),
+        Command::Restore { thread } => threadsync::daemon::restore(&thread),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -274,4 +308,26 @@ fn check_one(path: &std::path::Path) -> Result<String, String> {
     let t = replay.thread();
     let torn = if used < bytes.len() { "; its last line is not finished yet" } else { "" };
     Ok(format!("{} messages, title {:?}{torn}", t.messages.len(), t.title))
+}
+
+/// A systemd user unit for `threadsync daemon`, naming this binary.
+fn systemd_unit() -> String {
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "threadsync".into());
+    format!(
+        "[Unit]
+Description=threadsync: keeps AI coding-assistant sessions in sync
+
+[Service]
+Type=exec
+# Configuration: ~/.config/threadsync/config.json (server, token, sources).
+ExecStart={exe} daemon
+Restart=on-failure
+RestartSec=5
+# SIGTERM: the daemon finishes what it is writing and exits.
+TimeoutStopSec=20
+
+[Install]
+WantedBy=default.target
+"
+    )
 }

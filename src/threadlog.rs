@@ -159,12 +159,15 @@ pub fn parse_line(line: &[u8], offset: u64, thread: &ThreadId, ids: &mut IdDeriv
 /// role, timestamp and content (as for `.json` files), with `-2`, `-3`, … for
 /// repeats. `known` says which ids the log already holds, so that an
 /// incremental read numbers repeats exactly as a read of the whole file would.
+/// How often a line occurs in a file's first bytes.
+pub type LineCount<'a> = dyn Fn(&[u8]) -> usize + 'a;
+
 pub struct IdDeriver<'a> {
     known: &'a dyn Fn(&MessageId) -> bool,
     taken: HashSet<MessageId>,
     /// For [`IdDeriver::derive_line`]: how often a line occurs in the file
     /// before the bytes being read, and how often it occurred in them so far.
-    before: Option<&'a dyn Fn(&[u8]) -> usize>,
+    before: Option<&'a LineCount<'a>>,
     lines: HashMap<u64, usize>,
 }
 
@@ -175,7 +178,7 @@ impl<'a> IdDeriver<'a> {
 
     /// A deriver for a read that starts after the file's first bytes:
     /// `before(line)` counts that exact line in them.
-    pub fn reading_on(known: &'a dyn Fn(&MessageId) -> bool, before: &'a dyn Fn(&[u8]) -> usize) -> Self {
+    pub fn reading_on(known: &'a dyn Fn(&MessageId) -> bool, before: &'a LineCount<'a>) -> Self {
         IdDeriver { before: Some(before), ..IdDeriver::new(known) }
     }
 

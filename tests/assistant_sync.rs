@@ -221,7 +221,40 @@ fn two_machines_share_a_session(cli: Cli) {
         let t = fake.turn_for(&p).unwrap();
         assert!(t.has(Role::User, &said), "{:#?}", t.conversation());
     }
-    drop((a, b));
+
+    // A's session file goes (the client's 30-day cleanup, or the user): it
+    // stays on B and on the server, and `threadsync restore` brings it back
+    // where A's client resumes it.
+    let thread = format!("{}-{id}", if cli == Cli::Claude { "claude" } else { source(cli) });
+    let a_file = cli.session_file(&a.home, &id).unwrap();
+    let kept = b.lines(cli, &id);
+    std::fs::remove_file(&a_file).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // (Gemini may keep a stray two-line file of a resume beside it: not the session.)
+    assert!(!a_file.exists(), "the removed file came back by itself");
+    assert_eq!(b.lines(cli, &id), kept, "B's copy is untouched");
+    let mut b_side = b;
+    let t = b_side.sidecar.request("threadsync/getThread", json!({ "threadId": thread }));
+    assert_eq!(t["result"]["messages"].as_array().map(Vec::len), Some(kept.len()), "{t}");
+    let out = Command::new(env!("CARGO_BIN_EXE_threadsync"))
+        .args(["restore", &thread])
+        .current_dir(&a.repo)
+        .env_clear()
+        .env("HOME", &a.home)
+        .env("XDG_CONFIG_HOME", a.home.join("config"))
+        .env("THREADSYNC_SERVER", server.url())
+        .env("THREADSYNC_TOKEN", &token)
+        .env("THREADSYNC_SOURCES", source(cli))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let back = cli.session_file(&a.home, &id).expect("the restored file where A's client looks");
+    assert_eq!(sorted(a.lines(cli, &id)), sorted(kept.clone()), "{} holds the session", back.display());
+    let p6 = format!("sixth {n} on A, restored");
+    cli.run(&fake, &a.home, &a.repo, &p6, Some(&id)).expect_ok("resume of the restored session");
+    assert!(fake.turn_for(&p6).unwrap().has(Role::User, &said));
+    wait_for("the restored session's new turn on B", || b_side.lines(cli, &id).iter().any(|l| l.contains(&p6)));
+    drop((a, b_side));
 }
 
 #[test]

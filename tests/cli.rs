@@ -77,3 +77,28 @@ fn completions_for_bash_zsh_and_fish() {
     let out = threadsync().args(["completions", "tcsh"]).output().unwrap();
     assert!(!out.status.success(), "an unknown shell is refused");
 }
+
+/// `threadsync daemon --systemd-unit` prints a user unit that systemd's own
+/// checker accepts (no unknown keys, an executable ExecStart).
+#[test]
+fn the_systemd_user_unit_passes_systemd_analyze_verify() {
+    let out = threadsync().args(["daemon", "--systemd-unit"]).output().unwrap();
+    assert!(out.status.success());
+    let unit = String::from_utf8(out.stdout).unwrap();
+    assert!(unit.contains(&format!("ExecStart={} daemon", env!("CARGO_BIN_EXE_threadsync"))), "{unit}");
+    let dir = std::env::temp_dir().join(format!("ts-unit-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    std::fs::set_permissions(dir.join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let path = dir.join("threadsync.service");
+    std::fs::write(&path, &unit).unwrap();
+    // A user manager's checks need a runtime directory of its own.
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--user"])
+        .arg(&path)
+        .env("XDG_RUNTIME_DIR", dir.join("run"))
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; .ci/run installs it)");
+    let said = String::from_utf8_lossy(&verify.stderr).into_owned() + &String::from_utf8_lossy(&verify.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}

@@ -137,3 +137,87 @@ fn a_claude_session_goes_to_the_other_machine_and_its_new_turns_come_back() {
     sa.ignore_everything();
     sb.ignore_everything();
 }
+
+/// `threadsync daemon` syncs a terminal user's sessions with no editor, under
+/// the same state-directory lock as editor windows: while it runs an editor
+/// window on the same machine waits; after SIGTERM (exit 0) the window takes
+/// over. `threadsync status` says what a statusline would, and counts the
+/// sessions found.
+#[test]
+fn the_daemon_syncs_without_an_editor_and_hands_over_to_one() {
+    let dir = common::TempDir::new("sources-daemon");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let a = Machine::new(&dir.0, "a", "work/api");
+    let b = Machine::new(&dir.0, "b", "code/api-server");
+    let session = "9d2f6a40-1b7c-4e0a-8f3d-5c6b7a8e9f01";
+    let a_file = a.claude_dir().join(format!("{session}.jsonl"));
+    append_lines(&a_file, &[claude_line(&a, session, "u1", None, "user", "Summarise the release notes")]);
+    // The daemon's configuration: the config file, as a user writes it.
+    let config = a.home.join("config/threadsync");
+    std::fs::create_dir_all(&config).unwrap();
+    let settings = json!({
+        "server": server.url(), "token": token,
+        "threadsDir": a.home.join("threads"), "stateDir": a.home.join("state"),
+        "sources": { "claude-code": true },
+    });
+    std::fs::write(config.join("config.json"), settings.to_string()).unwrap();
+    let env = |c: &mut std::process::Command| {
+        c.env_clear()
+            .env("HOME", &a.home)
+            .env("XDG_CONFIG_HOME", a.home.join("config"))
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+    };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_threadsync"));
+    env(&mut cmd);
+    let mut daemon = cmd
+        .args(["daemon", "--project"])
+        .arg(&a.checkout)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sb = b.sidecar(&server, &token, json!({}));
+    let b_file = b.claude_dir().join(format!("{session}.jsonl"));
+    wait_for("the daemon's session on B", T, || lines(&b_file).len() == 1);
+
+    let status = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_threadsync"));
+        env(&mut c);
+        let out = c.arg("status").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    wait_for("status: synced", T, || status().starts_with("threadsync: synced"));
+    let said = status();
+    assert!(said.contains("claude-code  synced, 1 session(s)"), "{said}");
+    assert!(said.contains("codex        not found") && said.contains("gemini       not found"), "{said}");
+    assert!(!said.contains(&token), "status never prints the token");
+
+    // An editor window on the same machine while the daemon syncs: it waits.
+    let mut window = Sidecar::spawn(
+        &a.home,
+        json!({ "server": server.url(), "token": token, "threadsDir": a.home.join("threads"),
+                "stateDir": a.home.join("state"), "sources": ["claude-code"] }),
+        None,
+    );
+    window.ignore_everything();
+    append_lines(&a_file, &[claude_line(&a, session, "a1", Some("u1"), "assistant", "Three fixes, one feature.")]);
+    wait_for("the daemon's second line on B", T, || lines(&b_file).len() == 2);
+
+    // SIGTERM: the daemon exits 0 and the window takes over.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + T;
+    let code = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "the daemon exited with {code}");
+    append_lines(&a_file, &[claude_line(&a, session, "u2", Some("a1"), "user", "And the migration?")]);
+    wait_for("the window's line on B", T, || lines(&b_file).len() == 3);
+    assert_eq!(lines(&b_file), lines(&a_file));
+    sb.ignore_everything();
+}

@@ -188,6 +188,19 @@ impl Driver {
         let seed: u64 = rand::Rng::random(&mut rand::rng());
         let engine = SyncEngine::new(engine_cfg, seed, Time(wall), restored);
         let (tx, rx) = mpsc::unbounded_channel();
+        // For `threadsync status`: the status of whoever syncs, kept in the
+        // state directory.
+        let mut watched = status.subscribe();
+        let state_dir = cfg.state_dir.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = watched.borrow_and_update().clone();
+                crate::daemon::write_status(&state_dir, &s);
+                if watched.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
         crate::lsp::watch::spawn(cfg.threads_dir.clone(), tx.clone());
         let mut stores = Stores::new(cfg.stores.clone(), cfg.home.clone(), cfg.redact_secrets);
         for (repo, dir) in &cfg.project_map {

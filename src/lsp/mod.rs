@@ -355,7 +355,7 @@ fn exit_with_parent(pid: u32) {
 /// Logs: never stdout. Quiet stderr (warnings) by default; `THREADSYNC_LOG`
 /// sets the level; `THREADSYNC_LOG_FILE` sends them to a file that is
 /// rotated at start once it passes 5 MB.
-fn init_logs() {
+pub(crate) fn init_logs() {
     let level = std::env::var("THREADSYNC_LOG").unwrap_or_else(|_| "warn".into());
     let filter = tracing_subscriber::EnvFilter::new(level);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);

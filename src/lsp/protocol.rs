@@ -290,11 +290,8 @@ impl ThreadSummary {
     /// Source and project, from a thread's env.
     pub fn origin(env: &serde_json::Value) -> (Option<String>, Option<String>) {
         let source = env.get("source").and_then(|s| s.as_str()).map(str::to_string);
-        let project = env
-            .get("project")
-            .and_then(crate::sources::project::Project::from_json)
-            .map(|p| p.label())
-            .or_else(|| {
+        let project =
+            env.get("project").and_then(crate::sources::project::Project::from_json).map(|p| p.label()).or_else(|| {
                 let cwd = env.get("cwd")?.as_str()?;
                 Some(cwd.rsplit('/').find(|s| !s.is_empty())?.to_string())
             });
