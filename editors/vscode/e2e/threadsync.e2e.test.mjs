@@ -34,6 +34,8 @@ const run_id = Math.random().toString(36).slice(2, 8);
 const TITLE_OTHER = `E2E thread from another machine ${run_id}`;
 const TITLE_MINE = `Mine (VS Code) ${run_id}`;
 const TITLE_THEIRS = `Theirs (other machine) ${run_id}`;
+const TITLE_SESSION = `Claude session ${run_id}`;
+const SESSION_ID = `T-e2e-session-${run_id}`;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'threadsync-vscode-e2e-'));
 const artifacts = fs.mkdtempSync(path.join(os.tmpdir(), 'threadsync-vscode-e2e-artifacts-'));
@@ -534,20 +536,41 @@ test('(3) a thread created on another machine shows up in "ThreadSync: Show Thre
     await otherMachine();
     const { threadId } = await S.other.request('threadsync/createThread', { title: TITLE_OTHER });
     await S.other.request('threadsync/appendMessage', { threadId, role: 'user', content: 'hello from the other machine' });
+    // and an assistant's session there: a thread file with the env the
+    // assistant sources write (`source`, `project`)
+    const sessionDir = path.join(tmp, 'other/threads');
+    fs.mkdirSync(sessionDir, { recursive: true });
+    fs.writeFileSync(
+      path.join(sessionDir, `${SESSION_ID}.json`),
+      JSON.stringify({
+        id: SESSION_ID,
+        v: 0,
+        created: 1732460000000,
+        title: TITLE_SESSION,
+        messages: [{ id: 'm-s1', role: 'user', content: 'fix the parser', timestamp: 1732460001000 }],
+        env: { source: 'claude-code', project: { repo: 'github.com/team/api', path: '' }, cwd: '/home/u/src/api' },
+      }),
+    );
+    await waitFor('the session thread on the other machine', async () => {
+      const { threads } = await S.other.request('threadsync/listThreads', {});
+      return threads.some((x) => x.id === SESSION_ID);
+    });
     await otherSyncs();
     S.otherThreadId = threadId;
     assert.equal((await serverThread(threadId)).title, TITLE_OTHER);
 
     let rows = [];
     await waitFor(
-      `"${TITLE_OTHER}" in the Show Threads quick pick`,
+      `"${TITLE_OTHER}" and "${TITLE_SESSION}" in the Show Threads quick pick`,
       async () => {
         await runPaletteCommand('ThreadSync: Show Threads');
         try {
-          await S.page
-            .locator('.quick-input-widget .monaco-list-row', { hasText: TITLE_OTHER })
-            .first()
-            .waitFor({ state: 'visible', timeout: 3000 });
+          for (const title of [TITLE_OTHER, TITLE_SESSION]) {
+            await S.page
+              .locator('.quick-input-widget .monaco-list-row', { hasText: title })
+              .first()
+              .waitFor({ state: 'visible', timeout: 3000 });
+          }
           return true;
         } catch (e) {
           rows = await quickPickRows().catch(() => []);
@@ -557,8 +580,20 @@ test('(3) a thread created on another machine shows up in "ThreadSync: Show Thre
       },
       { timeoutMs: 30_000, intervalMs: 500 },
     );
-    const row = (await quickPickRows()).find((r) => r.includes(TITLE_OTHER));
+    const all = await quickPickRows();
+    const row = all.find((r) => r.includes(TITLE_OTHER));
     assert.match(row, /1 message/, `row: ${row}`);
+    // threadsync's own thread: no source, no project, no empty separator
+    assert.doesNotMatch(row, /Claude Code|team\/api|· ·/, `row: ${row}`);
+    // the session thread shows its assistant and project
+    const session = all.find((r) => r.includes(TITLE_SESSION));
+    assert.match(session ?? '', /Claude Code · team\/api · 1 message/, `rows: ${JSON.stringify(all)}`);
+    // typing the project filters the list down to it
+    await S.page.locator('.quick-input-widget .quick-input-box input').fill('team/api', { timeout: 5000 });
+    await waitFor('only the session thread left after typing "team/api"', async () => {
+      const rows = await quickPickRows();
+      return rows.length === 1 && rows[0].includes(TITLE_SESSION);
+    }, { timeoutMs: 5000, intervalMs: 100 });
     await closeQuickInput();
     // the file (a log) is on VS Code's side too (the sidecar wrote it), and the status bar is synced
     await waitFor('the thread file in VS Code\'s threadsDir', () => fs.existsSync(path.join(S.vscThreadsDir, `${threadId}.jsonl`)));

@@ -645,7 +645,8 @@ class ThreadSyncExtension implements vscode.Disposable {
       threads.map((t) => ({ ...threadItem(t), thread: t })),
       {
         title: 'ThreadSync: Threads',
-        placeHolder: `${threads.length} ${threads.length === 1 ? 'thread' : 'threads'}: choose one to open`,
+        placeHolder: `${threads.length} ${threads.length === 1 ? 'thread' : 'threads'}: choose one to open (type a title, assistant or project to filter)`,
+        // The description leads with the thread's assistant and project ("Claude Code · team/api").
         matchOnDescription: true,
         matchOnDetail: true,
       },

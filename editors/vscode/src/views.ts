@@ -94,12 +94,48 @@ export function choiceItems(c: Conflict): (PickItem & { choice: Choice })[] {
   return items;
 }
 
-/** Show Threads Quick Pick item. */
+/** The assistants a session thread can come from (`ThreadSummary.source`), by name. */
+const SOURCE_NAMES: Record<string, string> = {
+  'claude-code': 'Claude Code',
+  codex: 'Codex',
+  gemini: 'Gemini',
+};
+
+/** A string field as one trimmed line; undefined when absent, not a string, or blank. */
+function oneLine(v: unknown): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  const s = v.replace(/\s+/g, ' ').trim();
+  return s === '' ? undefined : s;
+}
+
+/** A thread's source as a reader names it ("Claude Code" for `claude-code`); one we do not know, as sent. */
+export function sourceName(source: unknown): string | undefined {
+  const s = oneLine(source);
+  if (s === undefined) return undefined;
+  return Object.prototype.hasOwnProperty.call(SOURCE_NAMES, s) ? SOURCE_NAMES[s] : s;
+}
+
+/**
+ * Where a thread comes from: "Claude Code · team/api", "Codex", "~/notes";
+ * undefined for threadsync's own threads (neither source nor project).
+ */
+export function threadOrigin(t: Pick<ThreadSummary, 'source' | 'project'>): string | undefined {
+  const parts = [sourceName(t.source), oneLine(t.project)].filter((p): p is string => p !== undefined);
+  return parts.length > 0 ? parts.join(' · ') : undefined;
+}
+
+/**
+ * Show Threads Quick Pick item: the origin (source, project) leads the
+ * description, so typing "claude" or "team/api" filters the list
+ * (matchOnDescription).
+ */
 export function threadItem(t: ThreadSummary): PickItem {
   const n = typeof t.messageCount === 'number' ? t.messageCount : 0;
+  const origin = threadOrigin(t);
+  const counts = `${n} ${n === 1 ? 'message' : 'messages'} · ${t.state ?? 'synced'}`;
   return {
     label: threadLabel(t.title, t.id),
-    description: `${n} ${n === 1 ? 'message' : 'messages'} · ${t.state ?? 'synced'}`,
+    description: origin === undefined ? counts : `${origin} · ${counts}`,
     detail: `${t.id} · v${t.version}`,
   };
 }

@@ -222,6 +222,75 @@ function M.open_thread(id, title)
   end)
 end
 
+---The assistants a session thread can come from (`source` in
+---threadsync/listThreads), by name.
+M.source_names = {
+  ['claude-code'] = 'Claude Code',
+  codex = 'Codex',
+  gemini = 'Gemini',
+}
+
+---A string field as one trimmed line; nil when absent (nil or vim.NIL), not a
+---string, or blank.
+local function one_line(v)
+  if type(v) ~= 'string' then
+    return nil
+  end
+  local s = vim.trim((v:gsub('%s+', ' ')))
+  return s ~= '' and s or nil
+end
+
+---A thread's source as a reader names it ("Claude Code" for `claude-code`);
+---one we do not know, as sent; nil for none.
+---@param source any
+---@return string?
+function M.source_name(source)
+  local s = one_line(source)
+  if not s then
+    return nil
+  end
+  return rawget(M.source_names, s) or s
+end
+
+---Where a thread comes from: "Claude Code · team/api", "Codex", "~/notes";
+---nil for threadsync's own threads (neither source nor project).
+---@param t table a threadsync/listThreads item
+---@return string?
+function M.thread_origin(t)
+  local parts = {}
+  local source, project = M.source_name(t.source), one_line(t.project)
+  if source then
+    table.insert(parts, source)
+  end
+  if project then
+    table.insert(parts, project)
+  end
+  if #parts == 0 then
+    return nil
+  end
+  return table.concat(parts, ' · ')
+end
+
+---How :ThreadSync threads shows a thread:
+---`Fix the parser  [Claude Code · team/api]  (3 messages, synced)  T-…`,
+---without the brackets for a thread with neither source nor project.
+---@param t table a threadsync/listThreads item
+---@return string
+function M.format_thread(t)
+  local title = (type(t.title) == 'string' and t.title ~= '') and t.title or '(untitled)'
+  local origin = M.thread_origin(t)
+  local n = type(t.messageCount) == 'number' and t.messageCount or 0
+  local state = (t.state ~= nil and t.state ~= vim.NIL) and tostring(t.state) or 'synced'
+  return ('%s%s  (%d message%s, %s)  %s'):format(
+    title,
+    origin and ('  [' .. origin .. ']') or '',
+    n,
+    n == 1 and '' or 's',
+    state,
+    tostring(t.id)
+  )
+end
+
 function M.threads()
   ts.request(protocol.requests.listThreads, {}, function(err, result)
     if err then
@@ -234,16 +303,7 @@ function M.threads()
     vim.ui.select(threads, {
       prompt = 'threadsync: open thread',
       kind = 'threadsync.thread',
-      format_item = function(t)
-        local title = (t.title and t.title ~= '') and t.title or '(untitled)'
-        return ('%s  (%d message%s, %s)  %s'):format(
-          title,
-          t.messageCount or 0,
-          t.messageCount == 1 and '' or 's',
-          tostring(t.state or 'synced'),
-          t.id
-        )
-      end,
+      format_item = M.format_thread,
     }, function(t)
       if t then
         M.open_thread(t.id, t.title)

@@ -7,6 +7,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BIN, Server, Sidecar, tempDir, waitFor, killAll, freePort } from './harness.mjs';
+import { createRequire } from 'node:module';
+
+const { threadItem } = createRequire(import.meta.url)('../../out/views.js');
 
 const FORCE_SYNC = 'threadsync.forceSync';
 
@@ -149,6 +152,52 @@ describe('sidecar conversation (real threadsync serve + lsp)', { timeout: 180_00
     // B's own file has it too.
     const onDisk = readLog(path.join(b.settings.threadsDir, `${threadId}.jsonl`));
     assert.equal(onDisk.messages.length, 2);
+  });
+
+  it('Show Threads: a session thread shows its assistant and project on both machines; our own thread neither', async () => {
+    // An assistant's session as a thread file (the `.json` layout) with the
+    // env the assistant sources write: `source` and `project`.
+    const sessionId = 'T-session-claude-1';
+    fs.writeFileSync(
+      path.join(a.settings.threadsDir, `${sessionId}.json`),
+      JSON.stringify({
+        id: sessionId,
+        v: 0,
+        created: 1732460000000,
+        title: 'Parser session',
+        messages: [{ id: 'm-s1', role: 'user', content: 'fix the parser', timestamp: 1732460001000 }],
+        env: { source: 'claude-code', project: { repo: 'github.com/team/api', path: 'cli' }, cwd: '/home/u/src/api/cli' },
+      }),
+    );
+    const listed = (sc) =>
+      waitFor(`${sc.name}: listThreads has the session thread`, async () => {
+        const { threads } = await sc.request('threadsync/listThreads', {});
+        const s = threads.find((x) => x.id === sessionId && x.messageCount === 1);
+        return s && { session: s, own: threads.find((x) => x.id === threadId) };
+      }, 20_000);
+    const onA = await listed(a);
+    assert.equal(onA.session.source, 'claude-code');
+    assert.equal(onA.session.project, 'team/api/cli');
+    assert.deepEqual(threadItem(onA.session), {
+      label: 'Parser session',
+      description: `Claude Code · team/api/cli · 1 message · ${onA.session.state}`,
+      detail: `${sessionId} · v${onA.session.version}`,
+    });
+    // threadsync's own thread has neither field, and its item no empty separators.
+    assert.ok(!('source' in onA.own) && !('project' in onA.own), JSON.stringify(onA.own));
+    assert.equal(threadItem(onA.own).description, `2 messages · ${onA.own.state}`);
+
+    assert.deepEqual(await a.command(FORCE_SYNC, []), { ok: true });
+    assert.deepEqual(await b.command(FORCE_SYNC, []), { ok: true });
+    const onB = await listed(b);
+    assert.equal(onB.session.source, 'claude-code');
+    assert.equal(onB.session.project, 'team/api/cli');
+    assert.equal(threadItem(onB.session).description, `Claude Code · team/api/cli · 1 message · ${onB.session.state}`);
+    // The next step counts A's pending changes from zero.
+    await waitFor('A synced, 0 pending', async () => {
+      const st = await a.request('threadsync/getStatus', {});
+      return st.state === 'synced' && st.pending === 0;
+    }, 20_000);
   });
 
   it('didChangeConfiguration to a dead server URL takes effect: offline with pending, forceSync fails with a reason', async () => {
