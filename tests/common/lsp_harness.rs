@@ -490,6 +490,8 @@ pub struct Proxy {
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes the server sent back through the proxy.
+    pub received: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Proxy {
@@ -500,7 +502,9 @@ impl Proxy {
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (target, up2, conns2, sent2) = (target.to_string(), up.clone(), conns.clone(), sent.clone());
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (target, up2, conns2, sent2, received2) =
+            (target.to_string(), up.clone(), conns.clone(), sent.clone(), received.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -513,6 +517,7 @@ impl Proxy {
                 let pairs = [(client.try_clone().unwrap(), server.try_clone().unwrap(), true), (server, client, false)];
                 for (mut from, mut to, upstream) in pairs {
                     let sent = sent2.clone();
+                    let received = received2.clone();
                     std::thread::spawn(move || {
                         let mut buf = vec![0; 64 << 10];
                         loop {
@@ -520,9 +525,8 @@ impl Proxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            if upstream {
-                                sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                            }
+                            let count = if upstream { &sent } else { &received };
+                            count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                             if to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -532,7 +536,7 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, up, conns, sent }
+        Proxy { addr, up, conns, sent, received }
     }
 
     pub fn url(&self) -> String {

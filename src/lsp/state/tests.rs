@@ -166,3 +166,29 @@ fn the_json_layout_is_imported_once() {
     assert_eq!(db.load(&t).unwrap().unwrap().ops.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A state database made before bodies left the key's b-tree keeps its
+/// bodies through the migration.
+#[test]
+fn bodies_survive_the_move_out_of_the_key_b_tree() {
+    let dir = tmp("bodies-v4");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let conn = Connection::open(dir.join("state.sqlite")).unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO bodies (thread, id, hash, content) VALUES ('t', 'm1', ?1, '\"hello\"')",
+            params![hex(ContentHash::of(&json!("hello")))],
+        )
+        .unwrap();
+    }
+    let db = StateDb::open(&dir).unwrap();
+    let (t, m) = (ThreadId::new("t").unwrap(), MessageId::new("m1").unwrap());
+    assert_eq!(db.body(&t, &m, ContentHash::of(&json!("hello"))), Some(json!("hello")));
+    let version: usize = db.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, MIGRATIONS.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
