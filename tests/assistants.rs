@@ -16,8 +16,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use assistants::{Cli, FakeModel, Role, clis};
+use assistants::{Cli, FakeModel, Reply, Role, clis};
 use common::TempDir;
+use serde_json::Value;
 
 // One CLI at a time: each is a heavy node/native process on a two-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -139,4 +140,217 @@ fn codex_session_resumes_on_another_machine() {
 #[test]
 fn gemini_session_resumes_on_another_machine() {
     synced_session_resumes(Cli::Gemini);
+}
+
+// ---------------------------------------------------------------------------
+// Tool output in the session
+// ---------------------------------------------------------------------------
+
+/// Where each CLI records a shell command's output in its session file: the
+/// JSON paths (array indices written `[]`) of the strings that hold it, by
+/// record type. A secret printed by a command lands in every one of them.
+fn tool_output_fields(cli: Cli) -> &'static [(&'static str, &'static str)] {
+    match cli {
+        // `type: "user"` record answering the assistant's `tool_use`:
+        // `message.content[i]` is `{type: "tool_result", tool_use_id, content, is_error}`
+        // (`content` a string; an array of `{type: "text", text}` blocks for
+        // some tools), and `toolUseResult` is Bash's `{stdout, stderr, interrupted, …}`.
+        Cli::Claude => &[
+            ("user", "message.content[].content"),
+            ("user", "message.content[].content[].text"),
+            ("user", "toolUseResult.stdout"),
+            ("user", "toolUseResult.stderr"),
+        ],
+        // `response_item` with `payload.type: "function_call_output"` (`call_id`
+        // pairs it with the `function_call`): `payload.output` is exec_command's
+        // text ("Chunk ID: …\nWall time: …\nProcess exited with code 0\n…\nOutput:\n<stdout>");
+        // and `event_msg` `item_completed` with `payload.item.type: "CommandExecution"`:
+        // `payload.item.aggregated_output` is the raw output.
+        Cli::Codex => &[
+            ("response_item", "payload.output"),
+            ("response_item", "payload.output[].text"),
+            ("event_msg", "payload.item.aggregated_output"),
+        ],
+        // `type: "gemini"` message with `toolCalls[i]`: `result[j].functionResponse
+        // .response.output` (what the model gets) and `resultDisplay` (the raw
+        // output, as shown); then a `type: "user"` message whose `content[j]` is
+        // the same `{functionResponse: {id, name, response: {output}}}`. A resume
+        // appends `{"$set": {"messages": [...]}}`, the whole history again, with
+        // messages of these shapes (plus a `user` one with id `<gemini id>_response`
+        // holding the same functionResponse; its `gemini` message may or may not
+        // keep `toolCalls`), which [`records_with`] checks message by message.
+        Cli::Gemini => &[
+            ("gemini", "toolCalls[].result[].functionResponse.response.output"),
+            ("gemini", "toolCalls[].resultDisplay"),
+            ("user", "content[].functionResponse.response.output"),
+        ],
+    }
+}
+
+/// The JSON paths (indices as `[]`) of every string in `v` that contains `needle`.
+fn paths_containing(v: &Value, needle: &str, at: &str, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if s.contains(needle) => out.push(at.to_owned()),
+        Value::Array(a) => a.iter().for_each(|x| paths_containing(x, needle, &format!("{at}[]"), out)),
+        Value::Object(o) => {
+            for (k, x) in o {
+                let at = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                paths_containing(x, needle, &at, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every record of the session file that holds `marker`, as (where, record
+/// type, paths holding it, the record). `where` is the line number; Gemini's
+/// `{"$set": {"messages": […]}}` (a resume rewrites the whole message list
+/// that way) counts as one record per message, `<line>:$set.messages[<i>]`.
+fn records_with(p: &Path, marker: &str) -> Vec<(String, String, Vec<String>, String)> {
+    let text = std::fs::read_to_string(p).unwrap();
+    let mut out = Vec::new();
+    let mut push = |at: String, v: &Value, raw: String| {
+        let kind = v["type"].as_str().unwrap_or("?").to_owned();
+        let mut paths = Vec::new();
+        paths_containing(v, marker, "", &mut paths);
+        out.push((at, kind, paths, raw));
+    };
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| l.contains(marker)) {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{}:{}: not JSON ({e})", p.display(), i + 1));
+        match v["$set"]["messages"].as_array() {
+            Some(messages) => {
+                for (j, m) in messages.iter().enumerate().filter(|(_, m)| m.to_string().contains(marker)) {
+                    push(format!("{}:$set.messages[{j}]", i + 1), m, m.to_string());
+                }
+            }
+            None => push(format!("{}", i + 1), &v, line.to_owned()),
+        }
+    }
+    out
+}
+
+/// A prompt asks (by the fake's `RUN:` convention) to `cat secrets.env`; the
+/// real CLI runs it with its own shell tool; its output, a secret, is in the
+/// session file as a tool result, exactly where [`tool_output_fields`] says;
+/// and the session still resumes, sending the tool call and output back.
+fn tool_output_is_recorded(cli: Cli) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    clis();
+    let fake = FakeModel::start();
+    let tmp = TempDir::new(&format!("assistants-tool-{}", cli.name()));
+    let root = tmp.0.canonicalize().unwrap();
+    let (home, repo) = (root.join("home"), root.join("work/repo"));
+    std::fs::create_dir_all(&home).unwrap();
+    git_checkout(&repo);
+    let nonce = format!("{}-{}", std::process::id(), root.file_name().unwrap().to_string_lossy());
+    let marker = format!("sk-live-MARKER-{}", nonce.replace('-', "x"));
+    std::fs::write(repo.join("secrets.env"), format!("# test credentials\nAPI_TOKEN={marker}\n")).unwrap();
+    let p1 = format!("what is in the env file? {nonce}\nRUN: cat secrets.env");
+    let p2 = format!("thanks, {} {nonce}", cli.name());
+
+    // A session whose first turn runs `cat secrets.env` as a tool call.
+    let run1 = cli.run_tool(&fake, &home, &repo, &p1, None);
+    let id = run1.expect_ok("tool run").id().to_owned();
+    // (1) The fake asked for the command and the CLI sent its output back.
+    let turns = fake.turns_since(0);
+    let asked = turns.iter().find_map(|t| match &t.answer {
+        Some(Reply::Shell { id, command }) if command == "cat secrets.env" => Some(id.clone()),
+        _ => None,
+    });
+    let call_id = asked.unwrap_or_else(|| panic!("{cli:?}: the fake never asked to run the command: {turns:#?}"));
+    let results = fake.tool_results_since(0);
+    let (result_id, output) = results.iter().find(|(_, o)| o.contains(&marker)).unwrap_or_else(|| {
+        panic!("{cli:?} did not run `cat secrets.env`; tool results sent: {results:#?}\n{}", run1.stderr)
+    });
+    assert!(
+        result_id.is_empty() || result_id.ends_with(&call_id),
+        "{cli:?}: result for call {result_id:?}, asked {call_id:?}"
+    );
+    let turn1 = fake.turn_for(&p1).expect("a turn for the prompt");
+    assert!(
+        turn1.tool_results_since_prompt().iter().any(|(_, o)| o.contains(&marker)),
+        "{cli:?}: the last turn of the prompt did not carry the output"
+    );
+    let reply1 = turn1.reply.clone().expect("the fake answered the tool result with text");
+    assert_eq!(run1.reply.as_deref(), Some(reply1.as_str()), "{cli:?} printed another answer");
+    assert!(!reply1.contains(&marker) && !p1.contains(&marker), "the marker must come only from the tool");
+    eprintln!("{cli:?}: tool result {result_id:?} sent to the model: {output:?}");
+
+    // (2) The session file holds the marker in tool-result records, and nowhere else.
+    let file = cli.session_file(&home, &id).unwrap_or_else(|| panic!("{cli:?}: no session file for {id}"));
+    let check_records = |what: &str| {
+        let records = records_with(&file, &marker);
+        let known = tool_output_fields(cli);
+        for (n, kind, paths, line) in &records {
+            let trimmed: String = line.chars().take(300).collect();
+            eprintln!("{cli:?} {what}: record {n} `{kind}` holds the output at {paths:?}: {trimmed}…");
+            for path in paths {
+                assert!(
+                    known.iter().any(|(k, p)| k == kind && p == path),
+                    "{cli:?} {what}: {}:{n} holds the output in an unexpected place: `{kind}` {path}\n{line}",
+                    file.display()
+                );
+            }
+        }
+        for (kind, path) in known {
+            let seen = records.iter().any(|(_, k, ps, _)| k == kind && ps.iter().any(|p| p == path));
+            // The array form of Claude's tool_result content and codex's
+            // output and stderr do not occur for a `cat` that succeeds.
+            let optional = path.ends_with("[].text") || path.ends_with("stderr");
+            assert!(
+                optional || seen,
+                "{cli:?} {what}: no `{kind}` record holds the output at {path} in {}",
+                file.display()
+            );
+        }
+        records.len()
+    };
+    let n1 = check_records("after the tool run");
+
+    // (3) The session resumes, sending the call and its output back to the model.
+    let before = snapshot(&file);
+    let run2 = cli.run(&fake, &home, &repo, &p2, Some(&id));
+    run2.expect_ok("resume after the tool run");
+    assert_eq!(run2.id(), id, "{cli:?} resumed another session");
+    let turn2 = fake.turn_for(&p2).expect("a turn for the resume prompt");
+    assert!(turn2.has(Role::User, &p1), "{cli:?}: the resume did not send the first prompt: {:#?}", turn2.items());
+    assert!(turn2.has(Role::Assistant, &reply1), "{cli:?}: the resume did not send the first reply");
+    assert!(
+        turn2.items().iter().any(|i| matches!(i, assistants::Item::ToolCall { .. })),
+        "{cli:?}: the resume did not send the tool call: {:#?}",
+        turn2.items()
+    );
+    assert!(
+        turn2.tool_results().iter().any(|(_, o)| o.contains(&marker)),
+        "{cli:?}: the resume did not send the tool output: {:#?}",
+        turn2.items()
+    );
+    assert_appended(cli, &file, &before, "resume after the tool run");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&p2) && text.contains(turn2.reply.as_deref().unwrap()),
+        "{cli:?}: the file lacks the resumed turn"
+    );
+    let n2 = check_records("after the resume");
+    eprintln!(
+        "{cli:?}: {n1} records held the output after the tool run, {n2} after the resume; runs took {:.1}s, {:.1}s",
+        run1.elapsed.as_secs_f64(),
+        run2.elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn claude_code_records_tool_output() {
+    tool_output_is_recorded(Cli::Claude);
+}
+
+#[test]
+fn codex_records_tool_output() {
+    tool_output_is_recorded(Cli::Codex);
+}
+
+#[test]
+fn gemini_records_tool_output() {
+    tool_output_is_recorded(Cli::Gemini);
 }

@@ -116,61 +116,174 @@ pub struct Request {
     /// True for a conversation turn (what [`FakeModel::turn_for`] looks at); false
     /// for side calls such as Gemini's routing classifier or token counting.
     pub turn: bool,
-    /// The text the fake answered with, for turns.
+    /// The text the fake answered with, for turns answered with text.
     pub reply: Option<String>,
+    /// The whole answer, for turns (text or a tool call).
+    pub answer: Option<Reply>,
+}
+
+/// One piece of a conversation as a request carries it, normalised over the
+/// three APIs: text by role, the model's tool calls and the client's results.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    Text(Role, String),
+    /// A tool call the model made (Anthropic `tool_use`, OpenAI `function_call`
+    /// / `custom_tool_call`, Gemini `functionCall`). `id` is empty when the API
+    /// carries none (Gemini may leave it out).
+    ToolCall {
+        id: String,
+        name: String,
+        args: Value,
+    },
+    /// The client's result for a tool call (Anthropic `tool_result`, OpenAI
+    /// `function_call_output` / `custom_tool_call_output`, Gemini
+    /// `functionResponse`): `output` is every string in it, joined by newlines.
+    ToolResult {
+        id: String,
+        output: String,
+    },
 }
 
 impl Request {
-    /// The conversation this request carries, as (role, text) in order: the text
-    /// parts of every message (tool calls and results are skipped for now).
-    pub fn conversation(&self) -> Vec<(Role, String)> {
+    /// The conversation this request carries, in order: text by role, tool
+    /// calls and tool results.
+    pub fn items(&self) -> Vec<Item> {
         let mut out = Vec::new();
         let role = |r: &str| match r {
             "user" => Role::User,
             "assistant" | "model" => Role::Assistant,
             _ => Role::Other,
         };
-        let texts = |content: &Value, out: &mut Vec<String>| match content {
-            Value::String(s) => out.push(s.clone()),
-            Value::Array(parts) => {
-                for p in parts {
-                    if let Some(t) = p.get("text").and_then(Value::as_str) {
-                        out.push(t.to_owned());
+        match self.api {
+            Api::AnthropicMessages | Api::AnthropicCountTokens => {
+                for m in self.body["messages"].as_array().into_iter().flatten() {
+                    let r = role(m["role"].as_str().unwrap_or(""));
+                    match &m["content"] {
+                        Value::String(s) => out.push(Item::Text(r, s.clone())),
+                        Value::Array(blocks) => {
+                            for b in blocks {
+                                match b["type"].as_str().unwrap_or("") {
+                                    "text" => out.push(Item::Text(r, str_of(&b["text"]))),
+                                    "tool_use" => out.push(Item::ToolCall {
+                                        id: str_of(&b["id"]),
+                                        name: str_of(&b["name"]),
+                                        args: b["input"].clone(),
+                                    }),
+                                    "tool_result" => out.push(Item::ToolResult {
+                                        id: str_of(&b["tool_use_id"]),
+                                        output: all_strings(&b["content"]),
+                                    }),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
-            _ => {}
-        };
-        let (list, role_key, content_key) = match self.api {
-            Api::AnthropicMessages | Api::AnthropicCountTokens => (&self.body["messages"], "role", "content"),
             Api::OpenAiResponses => {
                 if let Some(s) = self.body["input"].as_str() {
-                    return vec![(Role::User, s.to_owned())];
+                    return vec![Item::Text(Role::User, s.to_owned())];
                 }
-                (&self.body["input"], "role", "content")
+                for it in self.body["input"].as_array().into_iter().flatten() {
+                    match it["type"].as_str().unwrap_or("message") {
+                        "message" => {
+                            let r = role(it["role"].as_str().unwrap_or(""));
+                            match &it["content"] {
+                                Value::String(s) => out.push(Item::Text(r, s.clone())),
+                                Value::Array(parts) => out.extend(
+                                    parts
+                                        .iter()
+                                        .filter_map(|p| p["text"].as_str())
+                                        .map(|t| Item::Text(r, t.to_owned())),
+                                ),
+                                _ => {}
+                            }
+                        }
+                        "function_call" | "custom_tool_call" | "local_shell_call" => {
+                            let args = match &it["arguments"] {
+                                Value::String(a) => serde_json::from_str(a).unwrap_or_else(|_| json!(a)),
+                                Value::Null => it.get("input").or(it.get("action")).cloned().unwrap_or(Value::Null),
+                                other => other.clone(),
+                            };
+                            out.push(Item::ToolCall { id: str_of(&it["call_id"]), name: str_of(&it["name"]), args });
+                        }
+                        "function_call_output" | "custom_tool_call_output" | "local_shell_call_output" => out
+                            .push(Item::ToolResult { id: str_of(&it["call_id"]), output: all_strings(&it["output"]) }),
+                        _ => {}
+                    }
+                }
             }
             Api::GeminiGenerate | Api::GeminiStream | Api::GeminiCountTokens => {
-                (&self.body["contents"], "role", "parts")
+                for m in self.body["contents"].as_array().into_iter().flatten() {
+                    let r = role(m["role"].as_str().unwrap_or(""));
+                    for p in m["parts"].as_array().into_iter().flatten() {
+                        if let Some(t) = p["text"].as_str() {
+                            // Thoughts are not part of what was said.
+                            if p["thought"] != true {
+                                out.push(Item::Text(r, t.to_owned()));
+                            }
+                        } else if let Some(c) = p.get("functionCall") {
+                            out.push(Item::ToolCall {
+                                id: str_of(&c["id"]),
+                                name: str_of(&c["name"]),
+                                args: c["args"].clone(),
+                            });
+                        } else if let Some(f) = p.get("functionResponse") {
+                            out.push(Item::ToolResult { id: str_of(&f["id"]), output: all_strings(&f["response"]) });
+                        }
+                    }
+                }
             }
-            Api::Unknown => return out,
-        };
-        for m in list.as_array().into_iter().flatten() {
-            let r = role(m[role_key].as_str().unwrap_or(""));
-            let mut ts = Vec::new();
-            texts(&m[content_key], &mut ts);
-            out.extend(ts.into_iter().map(|t| (r, t)));
+            Api::Unknown => {}
         }
         out
+    }
+
+    /// The conversation this request carries, as (role, text) in order: the text
+    /// parts of every message (tool calls and results are in [`Request::items`]).
+    pub fn conversation(&self) -> Vec<(Role, String)> {
+        self.items()
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Text(r, t) => Some((r, t)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every tool result in the conversation, as (call id, output).
+    pub fn tool_results(&self) -> Vec<(String, String)> {
+        self.items()
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::ToolResult { id, output } => Some((id, output)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The tool results that came after the user's latest prompt (see
+    /// [`Request::last_user_text`]): what the tool calls of this turn returned.
+    pub fn tool_results_since_prompt(&self) -> Vec<(String, String)> {
+        let items = self.items();
+        let start = items.iter().rposition(is_prompt).map_or(0, |i| i + 1);
+        items[start..]
+            .iter()
+            .filter_map(|i| match i {
+                Item::ToolResult { id, output } => Some((id.clone(), output.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The user's latest prompt: the last user text that is not an injected
     /// context block (`<system-reminder>`, `<environment_context>`, `<session_context>`…).
     pub fn last_user_text(&self) -> Option<String> {
-        self.conversation()
-            .into_iter()
-            .rev()
-            .find(|(r, t)| *r == Role::User && !t.trim_start().starts_with('<'))
-            .map(|(_, t)| t)
+        self.items().into_iter().rev().find(is_prompt).and_then(|i| match i {
+            Item::Text(_, t) => Some(t),
+            _ => None,
+        })
     }
 
     /// Whether some message of `role` contains `needle`.
@@ -192,11 +305,74 @@ impl Request {
     }
 }
 
-/// What the fake model answers a turn with. Plain text only for now; a tool
-/// call would be another variant, encoded by each API's `*_reply` function.
-#[derive(Clone, Debug)]
+/// A user prompt (not an injected context block such as `<system-reminder>`,
+/// `<environment_context>`, `<session_context>`…).
+fn is_prompt(i: &Item) -> bool {
+    matches!(i, Item::Text(Role::User, t) if !t.trim_start().starts_with('<'))
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+/// Every string in `v` (depth first), joined by newlines.
+fn all_strings(v: &Value) -> String {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, &mut out);
+    out.join("\n")
+}
+
+/// What the fake model answers a turn with, encoded for each API by
+/// `anthropic_stream` / `anthropic_message` / `openai_stream` / `gemini_response`.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
     Text(String),
+    /// A call of the client's own shell tool, running `command` in its cwd:
+    /// Claude Code's `Bash` (`{command, description}`), Codex's `exec_command`
+    /// (`{cmd}`; older Codex: `shell_command` / `shell`, whichever the request
+    /// declares), Gemini CLI's `run_shell_command` (`{command, description}`).
+    /// `id` becomes the call id where the API has one. The client runs the
+    /// command (if its permissions let it) and sends the output back as a tool
+    /// result in its next request, which is a turn of its own.
+    Shell {
+        id: String,
+        command: String,
+    },
+}
+
+/// The marker of [`FakeModel::start`]'s tool-call convention: a prompt with a
+/// line `RUN: <shell command>` gets a [`Reply::Shell`] running it, until the
+/// client sends a tool result after that prompt; then a text reply.
+pub const RUN_PREFIX: &str = "RUN: ";
+
+/// The command a prompt asks to run by the `RUN: <command>` convention: the rest
+/// of the line after the first `RUN: `.
+pub fn run_command(prompt: &str) -> Option<String> {
+    let at = prompt.find(RUN_PREFIX)?;
+    let cmd = prompt[at + RUN_PREFIX.len()..].lines().next().unwrap_or("").trim();
+    (!cmd.is_empty()).then(|| cmd.to_owned())
+}
+
+/// [`FakeModel::start`]'s answer to turn `n`: a [`Reply::Shell`] for a pending
+/// `RUN: <command>` (see [`RUN_PREFIX`]), else `reply-<n> to: <first 40 chars
+/// of the prompt>` (the prompt being the user's latest).
+pub fn default_reply(req: &Request, n: usize) -> Reply {
+    let prompt = req.last_user_text().unwrap_or_default();
+    if let Some(command) = run_command(&prompt)
+        && req.tool_results_since_prompt().is_empty()
+    {
+        return Reply::Shell { id: format!("call_fake_{n}"), command };
+    }
+    let prompt: String = prompt.chars().take(40).collect();
+    Reply::Text(format!("reply-{n} to: {prompt}"))
 }
 
 type Responder = dyn Fn(&Request, usize) -> Reply + Send + Sync;
@@ -215,7 +391,10 @@ struct Shared {
 ///
 /// It records every request (path + parsed JSON body) and answers each turn
 /// deterministically with `reply-<n> to: <first 40 chars of the prompt>`, `n`
-/// counting turns from 1.
+/// counting turns from 1 — or, for a prompt with a line `RUN: <shell command>`,
+/// with a call of the client's shell tool running it, then (once the client
+/// sent the command's output back) with that text. See [`default_reply`]; a
+/// CLI runs the command only when run by [`Cli::run_tool`].
 pub struct FakeModel {
     addr: std::net::SocketAddr,
     shared: Arc<Shared>,
@@ -226,10 +405,7 @@ pub struct FakeModel {
 impl FakeModel {
     /// Starts the server on its own thread and runtime.
     pub fn start() -> FakeModel {
-        FakeModel::start_with(|req, n| {
-            let prompt: String = req.last_user_text().unwrap_or_default().chars().take(40).collect();
-            Reply::Text(format!("reply-{n} to: {prompt}"))
-        })
+        FakeModel::start_with(default_reply)
     }
 
     /// Starts the server with a custom answer for turns (`n` counts turns from 1).
@@ -295,6 +471,20 @@ impl FakeModel {
         self.shared.requests.lock().unwrap().iter().skip(from).filter(|r| r.turn).cloned().collect()
     }
 
+    /// Every tool result the clients sent from request `from` on, as (call id,
+    /// output), each once (a client re-sends the earlier ones with every turn).
+    pub fn tool_results_since(&self, from: usize) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for r in self.turns_since(from) {
+            for tr in r.tool_results() {
+                if !out.contains(&tr) {
+                    out.push(tr);
+                }
+            }
+        }
+        out
+    }
+
     /// The last turn whose latest user prompt is exactly `prompt`: the request
     /// that carried it, with the whole conversation the client sent along.
     pub fn turn_for(&self, prompt: &str) -> Option<Request> {
@@ -352,6 +542,7 @@ async fn handle(
         body,
         turn,
         reply: None,
+        answer: None,
     };
     let reply = if turn {
         let n = {
@@ -360,8 +551,10 @@ async fn handle(
             *t
         };
         let r = (shared.responder)(&req, n);
-        let Reply::Text(text) = &r;
-        req.reply = Some(text.clone());
+        if let Reply::Text(text) = &r {
+            req.reply = Some(text.clone());
+        }
+        req.answer = Some(r.clone());
         Some(r)
     } else {
         None
@@ -394,7 +587,7 @@ async fn handle(
             }
         }
         (true, Api::AnthropicCountTokens, _) => axum::Json(json!({"input_tokens": 10})).into_response(),
-        (true, Api::OpenAiResponses, Some(r)) => sse(openai_stream(&model, &r)),
+        (true, Api::OpenAiResponses, Some(r)) => sse(openai_stream(&body, &r)),
         (true, Api::GeminiStream, Some(r)) => {
             let chunk = gemini_response(&r);
             if query.contains("alt=sse") {
@@ -418,9 +611,20 @@ async fn handle(
     }
 }
 
-/// Anthropic Messages, streamed: the event sequence Claude Code parses.
+/// Anthropic Messages, streamed: the event sequence Claude Code parses. A
+/// tool call is a `tool_use` block whose input comes as one `input_json_delta`,
+/// and the message stops with `stop_reason: "tool_use"`.
 fn anthropic_stream(model: &str, reply: &Reply) -> Vec<(Option<&'static str>, Value)> {
-    let Reply::Text(text) = reply;
+    let (start, delta, stop_reason) = match reply {
+        Reply::Text(text) => {
+            (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text}), "end_turn")
+        }
+        Reply::Shell { id, command } => (
+            json!({"type": "tool_use", "id": anthropic_tool_id(id), "name": "Bash", "input": {}}),
+            json!({"type": "input_json_delta", "partial_json": anthropic_bash_input(command).to_string()}),
+            "tool_use",
+        ),
+    };
     vec![
         (
             Some("message_start"),
@@ -428,18 +632,12 @@ fn anthropic_stream(model: &str, reply: &Reply) -> Vec<(Option<&'static str>, Va
                 "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
                 "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
         ),
-        (
-            Some("content_block_start"),
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
-        (
-            Some("content_block_delta"),
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-        ),
+        (Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": start})),
+        (Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": delta})),
         (Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0})),
         (
             Some("message_delta"),
-            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
                    "usage": {"output_tokens": 5}}),
         ),
         (Some("message_stop"), json!({"type": "message_stop"})),
@@ -448,34 +646,87 @@ fn anthropic_stream(model: &str, reply: &Reply) -> Vec<(Option<&'static str>, Va
 
 /// Anthropic Messages, not streamed.
 fn anthropic_message(model: &str, reply: &Reply) -> Value {
-    let Reply::Text(text) = reply;
+    let (content, stop_reason) = match reply {
+        Reply::Text(text) => (json!({"type": "text", "text": text}), "end_turn"),
+        Reply::Shell { id, command } => (
+            json!({"type": "tool_use", "id": anthropic_tool_id(id), "name": "Bash",
+                   "input": anthropic_bash_input(command)}),
+            "tool_use",
+        ),
+    };
     json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-           "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+           "content": [content], "stop_reason": stop_reason, "stop_sequence": null,
            "usage": {"input_tokens": 10, "output_tokens": 5}})
+}
+
+/// Anthropic tool-use ids look like `toolu_…`.
+fn anthropic_tool_id(id: &str) -> String {
+    if id.starts_with("toolu_") { id.to_owned() } else { format!("toolu_{id}") }
+}
+
+/// Claude Code's `Bash` tool input.
+fn anthropic_bash_input(command: &str) -> Value {
+    json!({"command": command, "description": "Run the command the user asked for"})
+}
+
+/// The shell tool a Codex request declares, and its arguments for `command`:
+/// `exec_command` `{cmd}` (0.171, unified exec), else `shell_command`
+/// `{command}`, else `shell` `{command: [argv]}` (older versions).
+fn openai_shell_call(body: &Value, command: &str) -> (&'static str, Value) {
+    let declared = |name: &str| body["tools"].as_array().into_iter().flatten().any(|t| t["name"] == name);
+    if declared("exec_command") || !(declared("shell_command") || declared("shell")) {
+        ("exec_command", json!({"cmd": command}))
+    } else if declared("shell_command") {
+        ("shell_command", json!({"command": command}))
+    } else {
+        ("shell", json!({"command": ["bash", "-lc", command]}))
+    }
 }
 
 /// OpenAI Responses, streamed: the events Codex 0.171 needs (it takes the
 /// final item from `response.output_item.done` and ends on `response.completed`,
-/// whose `usage` it records).
-fn openai_stream(_model: &str, reply: &Reply) -> Vec<(Option<&'static str>, Value)> {
-    let Reply::Text(text) = reply;
-    let item = json!({"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
-                      "content": [{"type": "output_text", "text": text, "annotations": []}]});
-    vec![
+/// whose `usage` it records). A tool call is a `function_call` item whose
+/// `arguments` are a JSON string.
+fn openai_stream(body: &Value, reply: &Reply) -> Vec<(Option<&'static str>, Value)> {
+    let (added, deltas, done) = match reply {
+        Reply::Text(text) => (
+            json!({"type": "message", "id": "msg_fake", "role": "assistant", "status": "in_progress", "content": []}),
+            vec![(
+                Some("response.output_text.delta"),
+                json!({"type": "response.output_text.delta", "item_id": "msg_fake", "output_index": 0,
+                       "content_index": 0, "delta": text}),
+            )],
+            json!({"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}),
+        ),
+        Reply::Shell { id, command } => {
+            let (name, args) = openai_shell_call(body, command);
+            let args = args.to_string();
+            (
+                json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": id, "name": name,
+                       "arguments": "", "status": "in_progress"}),
+                vec![(
+                    Some("response.function_call_arguments.delta"),
+                    json!({"type": "response.function_call_arguments.delta", "item_id": format!("fc_{id}"),
+                           "output_index": 0, "delta": args}),
+                )],
+                json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": id, "name": name,
+                       "arguments": args, "status": "completed"}),
+            )
+        }
+    };
+    let mut events = vec![
         (Some("response.created"), json!({"type": "response.created", "response": {"id": "resp_fake"}})),
         (
             Some("response.output_item.added"),
-            json!({"type": "response.output_item.added", "output_index": 0,
-                   "item": {"type": "message", "id": "msg_fake", "role": "assistant", "status": "in_progress", "content": []}}),
+            json!({"type": "response.output_item.added", "output_index": 0, "item": added}),
         ),
-        (
-            Some("response.output_text.delta"),
-            json!({"type": "response.output_text.delta", "item_id": "msg_fake", "output_index": 0,
-                   "content_index": 0, "delta": text}),
-        ),
+    ];
+    events.extend(deltas);
+    events.extend([
         (
             Some("response.output_item.done"),
-            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+            json!({"type": "response.output_item.done", "output_index": 0, "item": done}),
         ),
         (
             Some("response.completed"),
@@ -483,13 +734,19 @@ fn openai_stream(_model: &str, reply: &Reply) -> Vec<(Option<&'static str>, Valu
                 "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
                 "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15}}}),
         ),
-    ]
+    ]);
+    events
 }
 
-/// A Gemini `GenerateContentResponse` (one SSE chunk, or the whole answer).
+/// A Gemini `GenerateContentResponse` (one SSE chunk, or the whole answer). A
+/// tool call is a `functionCall` part for `run_shell_command`.
 fn gemini_response(reply: &Reply) -> Value {
-    let Reply::Text(text) = reply;
-    json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+    let part = match reply {
+        Reply::Text(text) => json!({"text": text}),
+        Reply::Shell { id, command } => json!({"functionCall": {"id": id, "name": "run_shell_command",
+            "args": {"command": command, "description": "Run the command the user asked for"}}}),
+    };
+    json!({"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
            "modelVersion": "fake-model"})
 }
@@ -564,12 +821,62 @@ impl Cli {
     }
 
     /// Runs the CLI once, non-interactively, in `home` (a fake HOME) and `cwd`,
-    /// with `prompt`, resuming session `resume` if given.
+    /// with `prompt`, resuming session `resume` if given. The CLI's own
+    /// permission defaults apply: a shell tool call is refused or not offered.
     pub fn run(self, fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resume: Option<&str>) -> Run {
+        self.run_opts(fake, home, cwd, prompt, resume, false)
+    }
+
+    /// Like [`Cli::run`], but with the CLI's shell tool allowed to run without
+    /// asking, so that a [`Reply::Shell`] (e.g. [`FakeModel::start`]'s answer to
+    /// a prompt with `RUN: <command>`) really runs in `cwd` and its output
+    /// lands in the session as a tool result. See [`Cli::shell_flags`].
+    pub fn run_tool(self, fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resume: Option<&str>) -> Run {
+        self.run_opts(fake, home, cwd, prompt, resume, true)
+    }
+
+    fn run_opts(
+        self,
+        fake: &FakeModel,
+        home: &Path,
+        cwd: &Path,
+        prompt: &str,
+        resume: Option<&str>,
+        shell: bool,
+    ) -> Run {
+        let extra = if shell { self.shell_flags() } else { &[] };
         match self {
-            Cli::Claude => run_claude(fake, home, cwd, prompt, resume),
-            Cli::Codex => run_codex(fake, home, cwd, prompt, resume),
-            Cli::Gemini => run_gemini(fake, home, cwd, prompt, resume),
+            Cli::Claude => run_claude_with(fake, home, cwd, prompt, resume, extra),
+            Cli::Codex => run_codex_with(fake, home, cwd, prompt, resume, extra),
+            Cli::Gemini => run_gemini_with(fake, home, cwd, prompt, resume, extra),
+        }
+    }
+
+    /// The flags [`Cli::run_tool`] adds so that the CLI runs any command of
+    /// its shell tool non-interactively, also as root (checked here with
+    /// claude-code 2.1.332, codex 0.171.0, gemini-cli 0.61.0):
+    /// - Claude Code: `--permission-mode dontAsk --allowedTools Bash`. Without
+    ///   flags it runs read-only commands such as `cat` in the cwd but refuses
+    ///   one that writes ("… needs approval"), and `--allowedTools Bash` alone
+    ///   does not change that; `dontAsk` (never prompt: what is not allowed is
+    ///   denied) with `Bash` allowed runs it. `--dangerously-skip-permissions` /
+    ///   `bypassPermissions` exit 1 as root ("cannot be used with root/sudo
+    ///   privileges").
+    /// - Codex: `--sandbox danger-full-access -c approval_policy="never"`.
+    ///   `codex exec` already has approval `never`, and its default read-only
+    ///   sandbox (the bundled bubblewrap) does work in this container: `cat`
+    ///   runs, a write fails with "Read-only file system" (`workspace-write`
+    ///   allows the cwd and /tmp). No sandbox, so writes work and nothing hangs
+    ///   on a host without user namespaces.
+    /// - Gemini CLI: `--approval-mode yolo` (= `--yolo`; it needs a trusted
+    ///   folder, which `--skip-trust` gives). Without it headless gemini does not
+    ///   declare `run_shell_command` at all, and a call of it comes back as
+    ///   `{"error": "Tool \"run_shell_command\" not found. …"}`.
+    pub fn shell_flags(self) -> &'static [&'static str] {
+        match self {
+            Cli::Claude => &["--permission-mode", "dontAsk", "--allowedTools", "Bash"],
+            Cli::Codex => &["--sandbox", "danger-full-access", "-c", "approval_policy=\"never\""],
+            Cli::Gemini => &["--approval-mode", "yolo"],
         }
     }
 
@@ -659,6 +966,18 @@ fn base_command(exe: &Path, home: &Path, cwd: &Path) -> Command {
 
 /// Claude Code: `claude -p PROMPT --output-format json [--resume ID]`.
 pub fn run_claude(fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resume: Option<&str>) -> Run {
+    run_claude_with(fake, home, cwd, prompt, resume, &[])
+}
+
+/// [`run_claude`] with `extra` flags.
+pub fn run_claude_with(
+    fake: &FakeModel,
+    home: &Path,
+    cwd: &Path,
+    prompt: &str,
+    resume: Option<&str>,
+    extra: &[&str],
+) -> Run {
     let mut cmd = base_command(&clis().claude, home, cwd);
     cmd.env("ANTHROPIC_BASE_URL", fake.url())
         .env("ANTHROPIC_API_KEY", "sk-test")
@@ -666,7 +985,8 @@ pub fn run_claude(fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resum
         .env("DISABLE_ERROR_REPORTING", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .args(["-p", prompt, "--output-format", "json"]);
+        .args(["-p", prompt, "--output-format", "json"])
+        .args(extra);
     if let Some(id) = resume {
         cmd.args(["--resume", id]);
     }
@@ -683,6 +1003,18 @@ pub fn run_claude(fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resum
 /// `CODEX_HOME=$HOME/.codex` and a config.toml (rewritten on every run, for the
 /// fake's port) that points the `fake` provider at the fake.
 pub fn run_codex(fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resume: Option<&str>) -> Run {
+    run_codex_with(fake, home, cwd, prompt, resume, &[])
+}
+
+/// [`run_codex`] with `extra` flags (options of `codex exec`, before `resume`).
+pub fn run_codex_with(
+    fake: &FakeModel,
+    home: &Path,
+    cwd: &Path,
+    prompt: &str,
+    resume: Option<&str>,
+    extra: &[&str],
+) -> Run {
     let codex_home = home.join(".codex");
     std::fs::create_dir_all(&codex_home).unwrap();
     // Retries off, so an unexpected answer fails the run at once.
@@ -710,7 +1042,10 @@ stream_idle_timeout_ms = 30000
     );
     std::fs::write(codex_home.join("config.toml"), config).unwrap();
     let mut cmd = base_command(&clis().codex, home, cwd);
-    cmd.env("CODEX_HOME", &codex_home).env("OPENAI_API_KEY", "sk-test").args(["exec", "--skip-git-repo-check"]);
+    cmd.env("CODEX_HOME", &codex_home)
+        .env("OPENAI_API_KEY", "sk-test")
+        .args(["exec", "--skip-git-repo-check"])
+        .args(extra);
     if let Some(id) = resume {
         cmd.args(["resume", id]);
     }
@@ -726,6 +1061,18 @@ stream_idle_timeout_ms = 30000
 /// Gemini CLI: `gemini --skip-trust -o json [--resume ID] -p PROMPT`, with an
 /// API-key settings.json and `GOOGLE_GEMINI_BASE_URL` at the fake.
 pub fn run_gemini(fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resume: Option<&str>) -> Run {
+    run_gemini_with(fake, home, cwd, prompt, resume, &[])
+}
+
+/// [`run_gemini`] with `extra` flags.
+pub fn run_gemini_with(
+    fake: &FakeModel,
+    home: &Path,
+    cwd: &Path,
+    prompt: &str,
+    resume: Option<&str>,
+    extra: &[&str],
+) -> Run {
     let dir = home.join(".gemini");
     std::fs::create_dir_all(&dir).unwrap();
     let settings = dir.join("settings.json");
@@ -742,7 +1089,8 @@ pub fn run_gemini(fake: &FakeModel, home: &Path, cwd: &Path, prompt: &str, resum
     cmd.env("GEMINI_API_KEY", "sk-test")
         .env("GOOGLE_GEMINI_BASE_URL", fake.url())
         // 0.61 refuses to run headless in an untrusted folder without this flag.
-        .args(["--skip-trust", "-o", "json"]);
+        .args(["--skip-trust", "-o", "json"])
+        .args(extra);
     if let Some(id) = resume {
         cmd.args(["--resume", id]);
     }
