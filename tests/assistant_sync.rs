@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use assistants::{Cli, FakeModel, Role, clis, line_count};
+use assistants::{Cli, FakeModel, Role, clis};
 use common::TempDir;
 use common::lsp_harness::{Server, Sidecar};
 use serde_json::json;
@@ -54,11 +54,30 @@ impl Machine {
         Machine { home, repo, sidecar }
     }
 
+    /// The session's lines. Gemini re-appends a message with its id to
+    /// replace it, and a machine that gets the session whole gets only the
+    /// latest version: an earlier version of a re-appended message is
+    /// left out, so both machines' files compare as sessions.
     fn lines(&self, cli: Cli, id: &str) -> Vec<String> {
-        cli.session_file(&self.home, id)
+        let lines: Vec<String> = cli
+            .session_file(&self.home, id)
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|s| s.lines().map(str::to_string).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if cli != Cli::Gemini {
+            return lines;
+        }
+        let id_of = |l: &str| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v.get("type").and(v.get("id")).and_then(|i| i.as_str()).map(str::to_string)
+        };
+        let ids: Vec<Option<String>> = lines.iter().map(|l| id_of(l)).collect();
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ids[*i].as_ref().is_none_or(|me| !ids[i + 1..].iter().any(|x| x.as_ref() == Some(me))))
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 }
 
@@ -111,27 +130,35 @@ fn two_machines_share_a_session(cli: Cli) {
     let a = Machine::start(&root, "a", "work/repo", cli, &server, &token);
     let b = Machine::start(&root, "b", "src/checkout-b", cli, &server, &token);
     let n = format!("{}-{}", cli.name(), std::process::id());
-    // A fake secret, as if pasted from a tool's output.
+    // A fake secret in the checkout, read by the CLI's own shell tool: it
+    // lands in the session as a tool output.
     let secret = "ghp_".to_string() + "R8mK2pX7vQ4nT9wL3sJ6hF1bC5dG0aZyE2uI";
-    let p1 = format!("first {n}; the deploy printed GITHUB_TOKEN={secret} and failed");
-    let said = format!("first {n}; the deploy printed GITHUB_TOKEN=");
+    std::fs::write(a.repo.join("deploy.env"), format!("GITHUB_TOKEN={secret}\n")).unwrap();
+    let said = format!("first {n}: why did the deploy fail?");
+    let p1 = format!("{said}\nRUN: cat deploy.env");
 
     // A: a new session. It reaches B's store, where B's client looks.
-    let run1 = cli.run(&fake, &a.home, &a.repo, &p1, None);
+    let run1 = cli.run_tool(&fake, &a.home, &a.repo, &p1, None);
     let id = run1.expect_ok("new session on A").id().to_owned();
     let reply1 = fake.turn_for(&p1).and_then(|t| t.reply).expect("a reply to the first prompt");
-    let a_count = line_count(&cli.session_file(&a.home, &id).unwrap());
+    let a_count = a.lines(cli, &id).len();
     wait_for("A's session in B's store", || b.lines(cli, &id).len() == a_count);
     let redacted = |lines: Vec<String>| -> Vec<String> {
         lines.into_iter().map(|l| l.replace(&secret, "[REDACTED:github-pat]")).collect()
     };
-    assert_eq!(
-        b.lines(cli, &id),
-        redacted(a.lines(cli, &id)),
-        "B has A's lines, in order, byte for byte but the secret"
-    );
+    if cli == Cli::Gemini {
+        // (A replaced message keeps its first place in the thread.)
+        assert_eq!(sorted(b.lines(cli, &id)), sorted(redacted(a.lines(cli, &id))), "B has A's lines but the secret");
+    } else {
+        assert_eq!(
+            b.lines(cli, &id),
+            redacted(a.lines(cli, &id)),
+            "B has A's lines, in order, byte for byte but the secret"
+        );
+    }
     // The secret stayed on A: in A's file, not on the server or on B.
-    assert!(a.lines(cli, &id).iter().any(|l| l.contains(&secret)));
+    assert!(a.lines(cli, &id).iter().any(|l| l.contains(&secret)), "the tool output is in A's file");
+    assert!(fake.saw(&secret), "A's client sent the tool output to the model");
     assert!(!contains(&server_bytes(&server_dir), &secret), "the secret reached the server");
     assert!(!b.lines(cli, &id).iter().any(|l| l.contains(&secret)));
 
