@@ -1,6 +1,7 @@
 //! Watches `threadsDir` (only that directory) for thread files changed by an
-//! assistant. If the OS watcher cannot start (e.g. inotify limits), falls
-//! back to rescanning every 2 seconds rather than failing.
+//! assistant, and the assistants' stores synced (recursively). If the OS
+//! watcher cannot start (e.g. inotify limits), falls back to rescanning
+//! every 2 seconds rather than failing.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,18 +18,7 @@ pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
         rescan_forever(tx);
         return;
     }
-    let events = tx.clone();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if !(ev.kind.is_access() || ev.kind.is_other()) => {
-            let _ = events.send(Cmd::Files(ev.paths));
-        }
-        Ok(_) => {}
-        // Events may have been lost: read everything again.
-        Err(_) => {
-            let _ = events.send(Cmd::Rescan);
-        }
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    let watcher = watcher(tx.clone()).and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
     match watcher {
         Ok(w) => {
             // The watcher lives as long as the process.
@@ -39,6 +29,20 @@ pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
             rescan_forever(tx);
         }
     }
+}
+
+/// A watcher that hands the paths of changes to the driver.
+fn watcher(events: mpsc::UnboundedSender<Cmd>) -> notify::Result<notify::RecommendedWatcher> {
+    notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if !(ev.kind.is_access() || ev.kind.is_other()) => {
+            let _ = events.send(Cmd::Files(ev.paths));
+        }
+        Ok(_) => {}
+        // Events may have been lost: read everything again.
+        Err(_) => {
+            let _ = events.send(Cmd::Rescan);
+        }
+    })
 }
 
 fn rescan_forever(tx: mpsc::UnboundedSender<Cmd>) {
@@ -70,17 +74,7 @@ pub fn spawn_store(root: PathBuf, tx: mpsc::UnboundedSender<Cmd>) {
                 return;
             }
         }
-        let events = tx.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) if !(ev.kind.is_access() || ev.kind.is_other()) => {
-                let _ = events.send(Cmd::Files(ev.paths));
-            }
-            Ok(_) => {}
-            Err(_) => {
-                let _ = events.send(Cmd::Rescan);
-            }
-        })
-        .and_then(|mut w| w.watch(&root, RecursiveMode::Recursive).map(|()| w));
+        let watcher = watcher(tx.clone()).and_then(|mut w| w.watch(&root, RecursiveMode::Recursive).map(|()| w));
         match watcher {
             Ok(w) => std::mem::forget(w),
             Err(e) => {
