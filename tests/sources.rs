@@ -221,3 +221,82 @@ fn the_daemon_syncs_without_an_editor_and_hands_over_to_one() {
     assert_eq!(lines(&b_file), lines(&a_file));
     sb.ignore_everything();
 }
+
+/// Where two writers meet: an assistant appending lines to a session as
+/// fast as it can while the sidecar appends the other machine's lines to the
+/// same file. Every line of both ends up whole (valid JSON), once, in both
+/// files.
+#[test]
+fn an_assistant_writing_while_the_sidecar_appends_loses_and_corrupts_nothing() {
+    let dir = common::TempDir::new("sources-race");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let a = Machine::new(&dir.0, "a", "work/api");
+    let b = Machine::new(&dir.0, "b", "code/api-server");
+    let session = "7e1d2c3b-4a59-4687-9a0b-1c2d3e4f5a6b";
+    let (a_file, b_file) =
+        (a.claude_dir().join(format!("{session}.jsonl")), b.claude_dir().join(format!("{session}.jsonl")));
+    append_lines(&a_file, &[claude_line(&a, session, "root", None, "user", "Start")]);
+    let sa = a.sidecar(&server, &token, json!({}));
+    let sb = b.sidecar(&server, &token, json!({}));
+    wait_for("the session on B", T, || lines(&b_file).len() == 1);
+    const N: usize = 300;
+    // Lines of a few KB, some written in two pieces (as a writer's buffer
+    // flushes): a reader sees torn lines, the sidecar must not write then.
+    let line = |m: &Machine, who: &str, i: usize| {
+        claude_line(
+            m,
+            session,
+            &format!("{who}{i}"),
+            Some("root"),
+            "assistant",
+            &format!("{who} {i} {}", "x".repeat(i % 7 * 700)),
+        )
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&a_file).unwrap();
+            for i in 0..N {
+                let l = format!("{}\n", line(&a, "a", i));
+                if i % 3 == 0 {
+                    let (x, y) = l.as_bytes().split_at(l.len() / 2);
+                    f.write_all(x).unwrap();
+                    std::thread::sleep(Duration::from_micros(300));
+                    f.write_all(y).unwrap();
+                } else {
+                    f.write_all(l.as_bytes()).unwrap();
+                }
+                if i % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        s.spawn(|| {
+            for i in 0..N {
+                append_lines(&b_file, &[line(&b, "b", i)]);
+                if i % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+    });
+    wait_for("both writers' lines in both files", Duration::from_secs(60), || {
+        lines(&a_file).len() == 1 + 2 * N && lines(&b_file).len() == 1 + 2 * N
+    });
+    for (who, path) in [("A", &a_file), ("B", &b_file)] {
+        let all = lines(path);
+        for l in &all {
+            serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("a broken line in {who}'s file: {e}: {l:.120}"));
+        }
+        let mut sorted = all.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), all.len(), "a line twice in {who}'s file");
+    }
+    let mut la = lines(&a_file);
+    let mut lb = lines(&b_file);
+    la.sort();
+    lb.sort();
+    assert_eq!(la, lb);
+    drop((sa, sb));
+}

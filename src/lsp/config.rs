@@ -264,3 +264,69 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sources(v: serde_json::Value) -> Result<Vec<SourceOption>, String> {
+        Ok(Options::from_value(&json!({ "sources": v }))?.sources.unwrap_or_default())
+    }
+
+    fn on(source: Source, root: Option<&str>, projects: &[&str]) -> SourceOption {
+        let projects = projects.iter().map(|p| p.to_string()).collect();
+        SourceOption { source, enabled: true, root: root.map(PathBuf::from), projects }
+    }
+
+    #[test]
+    fn sources_are_named_in_a_list_an_object_or_the_environment() {
+        assert_eq!(
+            sources(json!(["claude-code", "gemini"])).unwrap(),
+            vec![on(Source::ClaudeCode, None, &[]), on(Source::Gemini, None, &[])]
+        );
+        let o =
+            sources(json!({"codex": {"root": "/data/codex", "projects": ["github.com/team/api"]}, "gemini": false}));
+        assert_eq!(
+            o.unwrap(),
+            vec![
+                on(Source::Codex, Some("/data/codex"), &["github.com/team/api"]),
+                SourceOption { enabled: false, ..on(Source::Gemini, None, &[]) }
+            ]
+        );
+        assert_eq!(parse_sources(&json!("claude-code, codex")).unwrap().len(), 2);
+        // Wrong shapes are errors that name the key.
+        for (bad, says) in [
+            (json!(["cursor"]), "unknown source \"cursor\""),
+            (json!([1]), "1 is not a source name"),
+            (json!({"codex": 1}), "sources.codex: expected true, false or an object"),
+            (json!({"codex": {"projects": "x"}}), "sources.codex.projects: expected a list"),
+            (json!({"codex": {"root": 5}}), "sources.codex.root: expected a path"),
+            (json!(7), "sources: expected a list or an object"),
+        ] {
+            let e = sources(bad.clone()).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(Options::from_value(&json!({"redactSecrets": "yes"})).unwrap_err().contains("redactSecrets"));
+        assert!(
+            Options::from_value(&json!({"projectMap": {"x": "relative/path"}})).unwrap_err().contains("projectMap.x")
+        );
+    }
+
+    #[test]
+    fn enabled_stores_resolve_to_their_roots_and_redaction_is_on_by_default() {
+        let o =
+            Options::from_value(&json!({"sources": {"claude-code": true, "gemini": false, "codex": {"root": "/c"}}}))
+                .unwrap();
+        let cfg = Config::resolve(&o).unwrap();
+        let stores: Vec<(Source, PathBuf)> = cfg.stores.iter().map(|s| (s.source, s.root.clone())).collect();
+        assert_eq!(
+            stores,
+            vec![(Source::ClaudeCode, cfg.home.join(".claude/projects")), (Source::Codex, PathBuf::from("/c"))]
+        );
+        assert!(cfg.redact_secrets);
+        let off = Options::from_value(&json!({"redactSecrets": false})).unwrap();
+        assert!(!Config::resolve(&off).unwrap().redact_secrets);
+        assert!(Config::resolve(&Options::default()).unwrap().stores.is_empty(), "every store is opt-in");
+    }
+}

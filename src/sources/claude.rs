@@ -38,7 +38,30 @@ pub fn describe(v: &Value) -> Line {
 }
 
 /// The directory Claude Code keeps a working directory's sessions in: the
-/// path with every character that is not a letter or digit made `-`.
+/// path with every UTF-16 unit that is not an ASCII letter or digit made
+/// `-`; past 200 characters, the first 200 and `-<hash>` (2.1.332: the
+/// 31-multiplier string hash of the path, its absolute value in base 36).
 pub fn project_dir_name(cwd: &str) -> String {
-    cwd.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+    let name: String = cwd
+        .encode_utf16()
+        .map(|u| match char::from_u32(u32::from(u)) {
+            Some(c) if c.is_ascii_alphanumeric() => c,
+            _ => '-',
+        })
+        .collect();
+    if name.len() <= 200 {
+        return name;
+    }
+    let hash = cwd.encode_utf16().fold(0i32, |h, u| h.wrapping_shl(5).wrapping_sub(h).wrapping_add(i32::from(u)));
+    let mut n = hash.unsigned_abs();
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    format!("{}-{}", &name[..200], String::from_utf8(digits).expect("ASCII"))
 }

@@ -243,3 +243,17 @@ fn lines_read_again_keep_their_ids_and_repeats_are_numbered_as_in_the_whole_file
     // Read on after the first line, knowing all three (our write read back).
     assert_eq!(read_ids(Source::Codex, file.as_bytes(), after_l1, &whole), whole[1..]);
 }
+
+#[test]
+fn claude_code_names_project_directories_as_claude_code_does() {
+    // Expected values from Claude Code 2.1.332's own function (taken from
+    // its binary and run in Node).
+    assert_eq!(claude::project_dir_name("/home/ann/src/my_api.v2"), "-home-ann-src-my-api-v2");
+    // A character outside the BMP is two UTF-16 units: two dashes.
+    assert_eq!(claude::project_dir_name("/tmp/é😀"), "-tmp----");
+    // Past 200 characters: the first 200 and the path's hash.
+    let name = claude::project_dir_name(&"/x".repeat(120));
+    assert_eq!((name.len(), &name[195..]), (207, "x-x-x-n0t9o8"));
+    let name = claude::project_dir_name(&format!("/home/ann/{}", "a".repeat(300)));
+    assert_eq!(&name[195..], "aaaaa-1pmu1b");
+}
