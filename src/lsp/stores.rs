@@ -206,8 +206,14 @@ impl Stores {
     fn session_dir(&self, source: Source, path: &Path) -> Option<PathBuf> {
         match source {
             Source::Gemini => {
-                let name = path.parent()?.parent()?.file_name()?.to_str()?;
-                gemini_projects(&self.home).into_iter().find(|(_, n)| n == name).map(|(p, _)| p)
+                // Gemini's project list, else the `.project_root` it keeps
+                // in the project's folder.
+                let folder = path.parent()?.parent()?;
+                let name = folder.file_name()?.to_str()?;
+                gemini_projects(&self.home).into_iter().find(|(_, n)| n == name).map(|(p, _)| p).or_else(|| {
+                    let root = std::fs::read_to_string(folder.join(".project_root")).ok()?;
+                    Some(PathBuf::from(root.trim())).filter(|p| p.is_absolute())
+                })
             }
             _ => first_cwd(path).map(PathBuf::from),
         }

@@ -145,3 +145,18 @@ fn session_files_are_recognised_and_limited_to_the_projects_asked_for() {
     assert_eq!(found.iter().filter(|p| p.starts_with(&gem)).collect::<Vec<_>>(), vec![&real]);
     assert_eq!(s.path(&Source::Gemini.thread_id("5e6f0000-1111").unwrap()), Some(real.as_path()));
 }
+
+/// Without an entry in projects.json, a Gemini session's project is the
+/// `.project_root` Gemini keeps in the project's folder.
+#[test]
+fn a_gemini_session_knows_its_directory_from_the_project_folder() {
+    let t = Tmp::new("gemini-root");
+    let home = t.0.clone();
+    let api = home.join("src/api");
+    repo(&api, "git@github.com:team/api.git");
+    let folder = home.join(".gemini/tmp/api");
+    std::fs::create_dir_all(folder.join("chats")).unwrap();
+    std::fs::write(folder.join(".project_root"), api.to_string_lossy().as_bytes()).unwrap();
+    let s = stores(&home);
+    assert_eq!(s.session_dir(Source::Gemini, &folder.join("chats/session-x.jsonl")), Some(api));
+}
