@@ -255,6 +255,13 @@ pub trait LogFormat {
     fn replay(&self, bytes: &[u8], id: &ThreadId) -> Result<(Replay, Vec<LineError>, usize), LineError>;
     /// Records as lines. Content must be loaded.
     fn render(&self, records: &[Record]) -> Result<Vec<u8>, serde_json::Error>;
+    /// Of these complete lines, the first that must wait for more of the
+    /// file (a tool call whose result is not written yet); None: all of
+    /// them can be taken now.
+    fn hold(&self, lines: &[(u64, &[u8])]) -> Option<usize> {
+        let _ = lines;
+        None
+    }
     /// Another program's file: only appended to, never rewritten or
     /// compacted, and its order is its own (it has no `after`).
     fn native(&self) -> bool {

@@ -552,7 +552,12 @@ pub fn read_log(
         return None;
     }
     let bytes = src.read_at(from.len, size - from.len).ok()?;
-    let (lines, used) = threadlog::complete_lines(&bytes, from.len);
+    let (mut lines, mut used) = threadlog::complete_lines(&bytes, from.len);
+    if let Some(i) = format.hold(&lines) {
+        // A tool call waits for its result: both go together.
+        used = (lines[i].0 - from.len) as usize;
+        lines.truncate(i);
+    }
     if used == 0 {
         return None; // a line is still being written
     }

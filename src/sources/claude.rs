@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::{Line, content_text, prompt_title, text, time};
+use super::{Calls, Line, content_text, prompt_title, text, time};
 
 pub fn describe(v: &Value) -> Line {
     let kind = text(v, "type").unwrap_or("unknown");
@@ -35,6 +35,34 @@ pub fn describe(v: &Value) -> Line {
         cwd: text(v, "cwd").map(str::to_string),
         title,
     }
+}
+
+/// Tool calls: an assistant line's `tool_use` blocks are calls, a user
+/// line's `tool_result` blocks answer them; a prompt the user typed (text,
+/// not a tool result, not a meta line) starts a new turn.
+pub fn calls(v: &Value) -> Calls {
+    let mut out = Calls::default();
+    let blocks = v.get("message").and_then(|m| m.get("content"));
+    match (text(v, "type"), blocks) {
+        (Some("assistant"), Some(Value::Array(blocks))) => {
+            out.calls = blocks
+                .iter()
+                .filter(|b| text(b, "type") == Some("tool_use"))
+                .filter_map(|b| text(b, "id").map(str::to_string))
+                .collect();
+        }
+        (Some("user"), Some(Value::Array(blocks))) => {
+            out.results = blocks
+                .iter()
+                .filter(|b| text(b, "type") == Some("tool_result"))
+                .filter_map(|b| text(b, "tool_use_id").map(str::to_string))
+                .collect();
+            out.new_turn = out.results.is_empty() && v.get("isMeta") != Some(&Value::Bool(true));
+        }
+        (Some("user"), Some(Value::String(_))) => out.new_turn = v.get("isMeta") != Some(&Value::Bool(true)),
+        _ => {}
+    }
+    out
 }
 
 /// The directory Claude Code keeps a working directory's sessions in: the

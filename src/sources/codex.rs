@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{Line, prompt_title, text, time};
+use super::{Calls, Line, prompt_title, text, time};
 
 pub fn describe(v: &Value) -> Line {
     let kind = text(v, "type").unwrap_or("unknown");
@@ -33,6 +33,29 @@ pub fn describe(v: &Value) -> Line {
             _ => None,
         },
     }
+}
+
+/// Tool calls: `function_call`, `custom_tool_call` and `local_shell_call`
+/// items are calls, their `…_output` items answer them (by `call_id`); a
+/// user message event or a new turn's context starts a new turn.
+pub fn calls(v: &Value) -> Calls {
+    let mut out = Calls::default();
+    let payload = v.get("payload").unwrap_or(&Value::Null);
+    let id = || text(payload, "call_id").map(str::to_string);
+    match (text(v, "type"), text(payload, "type")) {
+        (Some("response_item"), Some("function_call" | "custom_tool_call" | "local_shell_call")) => {
+            out.calls.extend(id());
+        }
+        (
+            Some("response_item"),
+            Some("function_call_output" | "custom_tool_call_output" | "local_shell_call_output"),
+        ) => {
+            out.results.extend(id());
+        }
+        (Some("event_msg"), Some("user_message" | "task_started")) | (Some("turn_context"), _) => out.new_turn = true,
+        _ => {}
+    }
+    out
 }
 
 /// The session id in a rollout file's name (`rollout-<time>-<uuid>.jsonl`):

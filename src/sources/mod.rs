@@ -208,7 +208,11 @@ impl LogFormat for NativeLog<'_> {
     }
 
     fn replay(&self, bytes: &[u8], id: &ThreadId) -> Result<(Replay, Vec<LineError>, usize), LineError> {
-        let (lines, consumed) = threadlog::complete_lines(bytes, 0);
+        let (mut lines, mut consumed) = threadlog::complete_lines(bytes, 0);
+        if let Some(i) = self.hold(&lines) {
+            consumed = lines[i].0 as usize;
+            lines.truncate(i);
+        }
         let known = |_: &MessageId| false;
         let mut ids = IdDeriver::new(&known);
         let mut errors = Vec::new();
@@ -279,6 +283,52 @@ impl LogFormat for NativeLog<'_> {
     fn native(&self) -> bool {
         true
     }
+
+    /// A tool call travels with its result: a call not answered yet holds
+    /// back the file from its line on — unless a later line starts a new
+    /// turn (the call was abandoned: interrupted, or its client died).
+    fn hold(&self, lines: &[(u64, &[u8])]) -> Option<usize> {
+        let mut open: Vec<(String, usize)> = Vec::new();
+        for (i, (_, raw)) in lines.iter().enumerate() {
+            // Only lines that can name a call (or, while one is open, start
+            // a turn) are parsed twice.
+            if !(mentions_tool(raw) || (!open.is_empty() && may_start_turn(raw))) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(raw) else { continue };
+            let calls = match self.source {
+                Source::ClaudeCode => claude::calls(&v),
+                Source::Codex => codex::calls(&v),
+                Source::Gemini => Calls::default(),
+            };
+            if calls.new_turn {
+                open.clear();
+            }
+            open.retain(|(id, _)| !calls.results.contains(id));
+            open.extend(calls.calls.into_iter().map(|id| (id, i)));
+        }
+        open.iter().map(|(_, i)| *i).min()
+    }
+}
+
+/// What a line says of tool calls: the calls it makes, the calls it
+/// answers, and whether it starts a new turn.
+#[derive(Debug, Default, PartialEq)]
+pub struct Calls {
+    pub calls: Vec<String>,
+    pub results: Vec<String>,
+    pub new_turn: bool,
+}
+
+fn mentions_tool(raw: &[u8]) -> bool {
+    const NEEDLES: [&[u8]; 3] = [b"tool_use", b"call_id", b"tool_result"];
+    NEEDLES.iter().any(|n| raw.windows(n.len()).any(|w| w == *n))
+}
+
+/// Cheap: a line that may be a new prompt (parsed only while a call is open).
+fn may_start_turn(raw: &[u8]) -> bool {
+    const NEEDLES: [&[u8]; 3] = [b"\"user\"", b"user_message", b"turn_context"];
+    NEEDLES.iter().any(|n| raw.windows(n.len()).any(|w| w == *n))
 }
 
 /// A line that stays one line (and one JSON object) in a JSONL file.

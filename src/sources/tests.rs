@@ -257,3 +257,40 @@ fn claude_code_names_project_directories_as_claude_code_does() {
     let name = claude::project_dir_name(&format!("/home/ann/{}", "a".repeat(300)));
     assert_eq!(&name[195..], "aaaaa-1pmu1b");
 }
+
+/// A tool call travels with its result: read before the result is written,
+/// the file is taken up to the call; once the result is there, both come.
+/// A call a new turn left unanswered holds nothing back.
+#[test]
+fn a_tool_call_waits_for_its_result() {
+    let call = r#"{"type":"assistant","uuid":"c1","message":{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"make test"}}]}}"#;
+    let progress = r#"{"type":"progress","uuid":"p1","data":"running"}"#;
+    let result = r#"{"type":"user","uuid":"r1","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"ok"}]}}"#;
+    let prompt = r#"{"type":"user","uuid":"u2","message":{"role":"user","content":"never mind"}}"#;
+    let first = CLAUDE.lines().nth(1).unwrap();
+    let ids = |bytes: &str, from: usize| read_ids(Source::ClaudeCode, bytes.as_bytes(), from, &[]);
+    let at = first.len() + 1;
+    // Waiting: only what comes before the call.
+    assert_eq!(ids(&format!("{first}\n{call}\n{progress}\n"), 0), ["a1"]);
+    let mut src = Bytes(format!("{first}\n{call}\n{progress}\n").into_bytes());
+    let from = crate::client::tail_hash(&mut src, at as u64).unwrap();
+    let stamp = crate::engine::file::Stamp { ino: 1, len: at as u64, mtime_ns: 0, hash: from };
+    let id = thread(Source::ClaudeCode, "x");
+    let read =
+        crate::client::read_log(&mut src, &id, Some(stamp), &|_| false, &log(Source::ClaudeCode), ReadCtx::default());
+    assert!(read.is_none(), "nothing to take yet: {read:?}");
+    // Answered: all of it, in order.
+    assert_eq!(ids(&format!("{first}\n{call}\n{progress}\n{result}\n"), at), ["c1", "p1", "r1"]);
+    // Abandoned: a new prompt releases the call.
+    assert_eq!(ids(&format!("{first}\n{call}\n{prompt}\n"), at), ["c1", "u2"]);
+    // Codex pairs by call_id.
+    let c = |payload: serde_json::Value| {
+        json!({"timestamp": "2026-12-06T10:00:00Z", "type": "response_item", "payload": payload}).to_string()
+    };
+    let (fc, out) = (
+        c(json!({"type": "function_call", "call_id": "call_9", "name": "exec_command"})),
+        c(json!({"type": "function_call_output", "call_id": "call_9", "output": "ok"})),
+    );
+    assert_eq!(read_ids(Source::Codex, format!("{fc}\n").as_bytes(), 0, &[]).len(), 0);
+    assert_eq!(read_ids(Source::Codex, format!("{fc}\n{out}\n").as_bytes(), 0, &[]).len(), 2);
+}
