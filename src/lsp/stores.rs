@@ -146,12 +146,14 @@ impl Stores {
     pub fn scan(&mut self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for store in self.stores.clone() {
-            let depth = match store.source {
-                Source::ClaudeCode => 2, // <dir>/<session>.jsonl
-                Source::Codex => 4,      // YYYY/MM/DD/rollout-….jsonl
-                Source::Gemini => 3,     // <project>/chats/session-….jsonl
-            };
-            walk(&store.root, depth, &mut out);
+            match store.source {
+                Source::ClaudeCode => {
+                    walk(&store.root, 2, &mut out); // <dir>/<session>.jsonl
+                    walk(&store.root, 4, &mut out); // <dir>/<session>/subagents/agent-….jsonl
+                }
+                Source::Codex => walk(&store.root, 4, &mut out), // YYYY/MM/DD/rollout-….jsonl
+                Source::Gemini => walk(&store.root, 3, &mut out), // <project>/chats/session-….jsonl
+            }
         }
         out.retain(|p| self.classify(p).is_some());
         out
@@ -169,6 +171,10 @@ impl Stores {
         let parts: Vec<&str> = rel.components().filter_map(|c| c.as_os_str().to_str()).collect();
         let session = match (store.source, parts.as_slice()) {
             (Source::ClaudeCode, [_, name]) => name.strip_suffix(".jsonl")?.to_string(),
+            // A subagent's transcript: a thread of its own beside its session's.
+            (Source::ClaudeCode, [_, session, "subagents", name]) => {
+                format!("{session}-{}", name.strip_suffix(".jsonl")?)
+            }
             (Source::Codex, [_, _, _, name]) => codex::session_of_file(name)?.to_string(),
             (Source::Gemini, [_, "chats", name]) if name.starts_with("session-") && name.ends_with(".jsonl") => {
                 let lines = lines_of(path, 200);
@@ -268,7 +274,10 @@ impl Stores {
         {
             let file = match source {
                 Source::Codex => rel,
-                _ => rel.rsplit('/').next().unwrap_or_default().to_string(),
+                // Under the project's directory: `<session>.jsonl`, or a
+                // subagent's `<session>/subagents/agent-….jsonl`.
+                Source::ClaudeCode => rel.split_once('/').map_or(rel.as_str(), |x| x.1).to_string(),
+                Source::Gemini => rel.rsplit('/').next().unwrap_or_default().to_string(),
             };
             env["file"] = file.into();
         }
@@ -323,12 +332,22 @@ impl Stores {
         let safe = |name: &str| !name.is_empty() && !name.contains('/') && name != "." && name != "..";
         let path = match source {
             Source::ClaudeCode => {
-                let dir = self.local_dir(env);
-                let name = format!("{session}.jsonl");
-                if !safe(&name) || ThreadId::new(session).is_err() {
+                let dir = store.root.join(claude::project_dir_name(&self.local_dir(env).to_string_lossy()));
+                // The file's place under the project's directory, as on the
+                // machine it came from; else the session's own file.
+                let parts: Vec<&str> = file.split('/').collect();
+                let shaped = match parts.as_slice() {
+                    [name] => safe(name) && name.ends_with(".jsonl"),
+                    [s, "subagents", name] => safe(s) && safe(name) && name.ends_with(".jsonl"),
+                    _ => false,
+                };
+                if shaped {
+                    project::under(&dir, file).ok_or_else(|| format!("{id}: bad session file {file:?}"))?
+                } else if ThreadId::new(session).is_ok() {
+                    dir.join(format!("{session}.jsonl"))
+                } else {
                     return Err(format!("{id}: bad session id {session:?}"));
                 }
-                store.root.join(claude::project_dir_name(&dir.to_string_lossy())).join(name)
             }
             Source::Codex => {
                 let ok = file.split('/').count() == 4

@@ -64,8 +64,17 @@ fn a_session_from_elsewhere_goes_where_each_client_resumes_it() {
                      "project": {"repo": "github.com/team/api", "path": "cli"}});
     let (_, p) = s.place(&id, &env).unwrap();
     let dir = claude::project_dir_name(&checkout.join("cli").to_string_lossy());
-    assert_eq!(p, home.join(".claude/projects").join(dir).join("3f0c.jsonl"));
+    assert_eq!(p, home.join(".claude/projects").join(&dir).join("3f0c.jsonl"));
     // No checkout of it here: the same place under this home.
+    // A subagent's transcript goes where it was under the project's directory.
+    let env = json!({"source": "claude-code", "session": "3f0c", "file": "3f0c/subagents/agent-a1b2.jsonl",
+                     "project": {"repo": "github.com/team/api", "path": "cli"}});
+    let (_, p) = s.place(&Source::ClaudeCode.thread_id("3f0c-agent-a1b2").unwrap(), &env).unwrap();
+    assert_eq!(p, home.join(".claude/projects").join(&dir).join("3f0c/subagents/agent-a1b2.jsonl"));
+    for bad in ["../x.jsonl", "3f0c/../../x.jsonl", "a/b.jsonl", "3f0c/subagents/x.txt"] {
+        let env = json!({"source": "claude-code", "session": "../../etc", "file": bad});
+        assert!(s.place(&id, &env).is_err(), "{bad}");
+    }
     let env = json!({"source": "claude-code", "session": "3f0c", "cwd": "/home/ann/src/other",
                      "project": {"repo": "github.com/team/other", "path": ""}});
     let (_, p) = s.place(&id, &env).unwrap();
@@ -128,6 +137,12 @@ fn session_files_are_recognised_and_limited_to_the_projects_asked_for() {
     let all = Store { source: Source::ClaudeCode, root, projects: Vec::new() };
     let mut s = Stores::new(vec![all], home.clone(), true);
     assert_eq!(s.scan().len(), 2);
+    // A subagent's transcript is a thread of its own.
+    let agent = claude.join("s1/subagents/agent-a1b2.jsonl");
+    std::fs::create_dir_all(agent.parent().unwrap()).unwrap();
+    std::fs::write(&agent, format!("{line}\n")).unwrap();
+    assert_eq!(s.scan().len(), 3);
+    assert_eq!(s.classify(&agent).unwrap().as_str(), "claude-s1-agent-a1b2");
 
     let gem = home.join(".gemini/tmp/api/chats");
     std::fs::create_dir_all(&gem).unwrap();
