@@ -102,6 +102,10 @@ fn a_claude_session_goes_to_the_other_machine_and_its_new_turns_come_back() {
         claude_line(&a, session, "a1", Some("u1"), "assistant", &format!("The CI log shows GITHUB_TOKEN={secret} in the env")),
     ];
     append_lines(&a_file, &a_lines);
+    // A subagent's transcript beside it (its lines are the sidechain).
+    let agent = format!("{session}/subagents/agent-a4f1.jsonl");
+    let agent_line = claude_line(&a, session, "s1", None, "user", "Find the flaky assertion");
+    append_lines(&a.claude_dir().join(&agent), std::slice::from_ref(&agent_line));
 
     let mut sa = a.sidecar(&server, &token, json!({}));
     let mut sb = b.sidecar(&server, &token, json!({}));
@@ -116,6 +120,7 @@ fn a_claude_session_goes_to_the_other_machine_and_its_new_turns_come_back() {
     wait_for("B's session file", T, || lines(&b_file).len() == 3);
     let got = lines(&b_file);
     assert_eq!(got[..2], a_lines[..2], "lines arrive byte for byte");
+    wait_for("the subagent's transcript on B", T, || lines(&b.claude_dir().join(&agent)) == [agent_line.clone()]);
     // The secret never left A: B's line has the marker, A's file the secret.
     assert!(!got[2].contains(&secret) && got[2].contains("[REDACTED:github-pat]"), "{}", got[2]);
     assert!(lines(&a_file)[2].contains(&secret));
