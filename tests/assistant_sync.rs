@@ -188,8 +188,21 @@ fn two_machines_share_a_session(cli: Cli) {
     std::thread::scope(|s| {
         let ra = s.spawn(|| cli.run(&fake, &a.home, &a.repo, &p4a, Some(&id)));
         let rb = s.spawn(|| cli.run(&fake, &b.home, &b.repo, &p4b, Some(&id)));
-        ra.join().unwrap().expect_ok("concurrent resume on A");
-        rb.join().unwrap().expect_ok("concurrent resume on B");
+        let (ra, rb) = (ra.join().unwrap(), rb.join().unwrap());
+        for (m, r) in [(&a, &ra), (&b, &rb)] {
+            if !r.status.success() {
+                // What the client found, to say why it refused.
+                let dir = cli.session_file(&m.home, &id).map(|f| f.parent().unwrap().to_path_buf());
+                for f in dir.iter().flat_map(|d| std::fs::read_dir(d).unwrap().flatten()) {
+                    eprintln!("--- {}", f.path().display());
+                    for l in std::fs::read_to_string(f.path()).unwrap_or_default().lines() {
+                        eprintln!("{}", l.chars().take(160).collect::<String>());
+                    }
+                }
+            }
+        }
+        ra.expect_ok("concurrent resume on A");
+        rb.expect_ok("concurrent resume on B");
     });
     let deadline = Instant::now() + SYNCED;
     loop {

@@ -38,6 +38,30 @@ pub fn is_turn(v: &Value) -> bool {
     matches!(v.get("type").and_then(Value::as_str), Some("user" | "gemini"))
 }
 
+/// A resume's start is not a state to sync by itself: a header written
+/// partway through the file (Gemini starts a resume with a header and the
+/// new session's context, then restates the history, then the turn) holds
+/// back the file from its line on until a turn follows it. Another machine
+/// reading the file between those lines would find nothing to resume.
+pub fn hold(lines: &[(u64, &[u8])]) -> Option<usize> {
+    let has = |raw: &[u8], n: &[u8]| raw.windows(n.len()).any(|w| w == n);
+    let mut held = None;
+    for (i, (offset, raw)) in lines.iter().enumerate() {
+        if *offset > 0 && has(raw, b"\"startTime\"") && has(raw, b"\"sessionId\"") {
+            let header = serde_json::from_slice::<Value>(raw).is_ok_and(|v| describe(&v).role == "session");
+            if header && held.is_none() {
+                held = Some(i);
+            }
+        } else if held.is_some()
+            && (has(raw, b"\"type\":\"user\"") || has(raw, b"\"type\":\"gemini\""))
+            && serde_json::from_slice::<Value>(raw).is_ok_and(|v| is_turn(&v))
+        {
+            held = None;
+        }
+    }
+    held
+}
+
 pub fn describe(v: &Value) -> Line {
     let header = v.get("sessionId").is_some() && v.get("type").is_none();
     let role = if header {

@@ -287,7 +287,12 @@ impl LogFormat for NativeLog<'_> {
     /// A tool call travels with its result: a call not answered yet holds
     /// back the file from its line on — unless a later line starts a new
     /// turn (the call was abandoned: interrupted, or its client died).
+    /// Gemini writes a call and its result in one record; what it holds
+    /// back is a resume's start (`gemini::hold`).
     fn hold(&self, lines: &[(u64, &[u8])]) -> Option<usize> {
+        if self.source == Source::Gemini {
+            return gemini::hold(lines);
+        }
         let mut open: Vec<(String, usize)> = Vec::new();
         for (i, (_, raw)) in lines.iter().enumerate() {
             // Only lines that can name a call (or, while one is open, start

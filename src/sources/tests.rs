@@ -294,3 +294,40 @@ fn a_tool_call_waits_for_its_result() {
     assert_eq!(read_ids(Source::Codex, format!("{fc}\n").as_bytes(), 0, &[]).len(), 0);
     assert_eq!(read_ids(Source::Codex, format!("{fc}\n{out}\n").as_bytes(), 0, &[]).len(), 2);
 }
+
+/// Gemini's resume starts with a header partway through the file and the
+/// new session's context: held back until the turn that follows.
+#[test]
+fn a_gemini_resume_start_waits_for_its_turn() {
+    let header = r#"{"sessionId":"5e6f","projectHash":"x","startTime":"2026-12-06T10:00:00Z","kind":"main"}"#;
+    let user = r#"{"id":"u1","timestamp":"2026-12-06T10:00:01Z","type":"user","content":[{"text":"hi"}]}"#;
+    let set = r#"{"$set":{"messages":[]}}"#;
+    let again = r#"{"sessionId":"5e6f","projectHash":"y","startTime":"2026-12-06T10:05:00Z","kind":"main"}"#;
+    let user2 = r#"{"id":"u2","timestamp":"2026-12-06T10:05:01Z","type":"user","content":[{"text":"more"}]}"#;
+    let ids = |text: String, from: usize| read_ids(Source::Gemini, text.as_bytes(), from, &[]);
+    let first = format!("{header}\n{user}\n");
+    // The header at the top is the session's own: nothing waits.
+    assert_eq!(ids(first.clone(), 0).len(), 2);
+    // A resume's start alone waits…
+    let mut src = Bytes(format!("{first}{again}\n{set}\n").into_bytes());
+    let at = first.len() as u64;
+    let stamp = crate::engine::file::Stamp {
+        ino: 1,
+        len: at,
+        mtime_ns: 0,
+        hash: crate::client::tail_hash(&mut src, at).unwrap(),
+    };
+    let read = crate::client::read_log(
+        &mut src,
+        &thread(Source::Gemini, "x"),
+        Some(stamp),
+        &|_| false,
+        &log(Source::Gemini),
+        ReadCtx::default(),
+    );
+    assert!(read.is_none(), "{read:?}");
+    // …and comes with its turn; read whole, the file holds it back too.
+    let got = ids(format!("{first}{again}\n{set}\n{user2}\n"), first.len());
+    assert_eq!((got.len(), got[2].as_str()), (3, "u2"));
+    assert_eq!(ids(format!("{first}{again}\n{set}\n"), 0).len(), 2);
+}
