@@ -305,3 +305,52 @@ fn an_assistant_writing_while_the_sidecar_appends_loses_and_corrupts_nothing() {
     assert_eq!(la, lb);
     drop((sa, sb));
 }
+
+/// `threadsync restore` also puts back one of threadsync's own threads (a
+/// log in `threadsDir`), from the server; a file that is there is left
+/// alone, and an unknown thread or a refused token says so.
+#[test]
+fn restore_puts_back_a_threadsync_thread_and_refuses_what_it_cannot() {
+    let dir = common::TempDir::new("sources-restore");
+    let server = Server::start(&dir.0);
+    let token = server.token("team");
+    let a = Machine::new(&dir.0, "a", "work/api");
+    let mut sa = a.sidecar(&server, &token, json!({}));
+    sa.wait_status("synced", T);
+    let id =
+        sa.ok("threadsync/createThread", json!({ "title": "release plan" }))["threadId"].as_str().unwrap().to_string();
+    sa.ok("threadsync/appendMessage", json!({ "threadId": id, "role": "user", "content": "ship on Friday" }));
+    let file = a.home.join("threads").join(format!("{id}.jsonl"));
+    wait_for("the thread's log", T, || std::fs::read_to_string(&file).is_ok_and(|s| s.contains("ship on Friday")));
+    // On the server before the sidecar goes.
+    sa.ok("workspace/executeCommand", json!({ "command": "threadsync.forceSync", "arguments": [] }));
+    drop(sa);
+    std::fs::remove_file(&file).unwrap();
+    let restore = |thread: &str, token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_threadsync"))
+            .args(["restore", thread])
+            .env_clear()
+            .env("HOME", &a.home)
+            .env("XDG_CONFIG_HOME", a.home.join("config"))
+            .env("THREADSYNC_SERVER", server.url())
+            .env("THREADSYNC_TOKEN", token)
+            .env("THREADSYNC_THREADS_DIR", a.home.join("threads"))
+            .output()
+            .unwrap()
+    };
+    let out = restore(&id, &token);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let back = std::fs::read_to_string(&file).unwrap();
+    assert!(back.contains("ship on Friday") && back.contains("release plan"), "{back}");
+    // Never over a file that is there; clear errors otherwise.
+    let out = restore(&id, &token);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is there already"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), back);
+    let out = restore("T-nope", &token);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the server has no thread T-nope"));
+    let out = restore(&id, "not-a-token");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && said.contains("refused the token") && !said.contains("not-a-token"), "{said}");
+    let out = restore("../etc/passwd", &token);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad thread id"));
+}
