@@ -15,6 +15,7 @@
 //! sessions seen here), else the same path under the home directory.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -82,6 +83,10 @@ pub struct Stores {
     /// of sessions seen here add to them.
     checkouts: HashMap<String, PathBuf>,
     identified: HashMap<PathBuf, Option<Project>>,
+    /// Files that had to be read to be turned down (a session of a project
+    /// left out, a Gemini file with no turn yet), as they were then: not
+    /// read again on every rescan until they change.
+    declined: HashMap<PathBuf, (u64, i64)>,
 }
 
 impl Stores {
@@ -94,6 +99,7 @@ impl Stores {
             by_path: HashMap::new(),
             checkouts: HashMap::new(),
             identified: HashMap::new(),
+            declined: HashMap::new(),
         }
     }
 
@@ -166,6 +172,23 @@ impl Stores {
         if let Some(id) = self.by_path.get(path) {
             return Some(id.clone());
         }
+        let seen = std::fs::symlink_metadata(path).ok().map(|m| (m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000));
+        if seen.is_some() && self.declined.get(path) == seen.as_ref() {
+            return None;
+        }
+        let id = self.classify_anew(path);
+        match (&id, seen) {
+            (None, Some(seen)) => {
+                self.declined.insert(path.to_path_buf(), seen);
+            }
+            _ => {
+                self.declined.remove(path);
+            }
+        }
+        id
+    }
+
+    fn classify_anew(&mut self, path: &Path) -> Option<ThreadId> {
         let store = self.stores.iter().find(|s| path.starts_with(&s.root))?.clone();
         let rel = path.strip_prefix(&store.root).ok()?;
         let parts: Vec<&str> = rel.components().filter_map(|c| c.as_os_str().to_str()).collect();

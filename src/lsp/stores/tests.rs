@@ -156,6 +156,15 @@ fn session_files_are_recognised_and_limited_to_the_projects_asked_for() {
     std::fs::write(gem.join("session-2026-12-06T10-01-5e6f0000.jsonl"), format!("{header}\n{set}\n")).unwrap();
     let mut s = stores(&home);
     let found = s.scan();
+    // A Gemini file without a turn yet is turned down, and taken once it has one.
+    let fresh = gem.join("session-2026-12-06T11-00-77770000.jsonl");
+    let h2 =
+        json!({"sessionId": "77770000-2222", "projectHash": "x", "startTime": "2026-12-06T11:00:00Z", "kind": "main"});
+    std::fs::write(&fresh, format!("{h2}\n")).unwrap();
+    assert_eq!(s.classify(&fresh), None);
+    assert_eq!(s.classify(&fresh), None, "declined, unchanged");
+    std::fs::write(&fresh, format!("{h2}\n{turn}\n")).unwrap();
+    assert_eq!(s.classify(&fresh).unwrap().as_str(), "gemini-77770000-2222");
     // Gemini's stray second file for one session is left alone.
     assert_eq!(found.iter().filter(|p| p.starts_with(&gem)).collect::<Vec<_>>(), vec![&real]);
     assert_eq!(s.path(&Source::Gemini.thread_id("5e6f0000-1111").unwrap()), Some(real.as_path()));
