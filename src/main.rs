@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manages read-only web links to one thread (`/s/<secret>`).
+    Share {
+        #[command(subcommand)]
+        command: ShareCommand,
+    },
     /// The editor sidecar: JSON-RPC (LSP framing) on stdin/stdout.
     Lsp {
         /// Accepted and ignored: stdio is the only transport, and LSP clients
@@ -106,6 +111,42 @@ enum Command {
     /// Prints the completion script for a shell, e.g.
     /// `threadsync completions bash > ~/.local/share/bash-completion/completions/threadsync`.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ShareCommand {
+    /// Makes a read-only link to a team's thread and prints it (once; only
+    /// its hash is stored).
+    Create {
+        /// The thread's id.
+        thread: String,
+        #[arg(long)]
+        team: String,
+        /// `never`, or e.g. `30m`, `12h`, `7d`.
+        #[arg(long, default_value = "never")]
+        expires: String,
+        /// The server's address as readers reach it (e.g.
+        /// `https://sync.example.com`); without it, the link's path alone.
+        #[arg(long, env = "THREADSYNC_PUBLIC_URL")]
+        url: Option<String>,
+        #[arg(long, env = "THREADSYNC_DB")]
+        db: Option<String>,
+    },
+    /// Lists links (ids, teams, threads, dates; never secrets).
+    List {
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long, env = "THREADSYNC_DB")]
+        db: Option<String>,
+    },
+    /// Revokes the links whose id starts with PREFIX, at once.
+    Revoke {
+        prefix: String,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long, env = "THREADSYNC_DB")]
+        db: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +214,13 @@ fn main() -> ExitCode {
         Command::Token { command } => {
             init_logs("warn");
             match token(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Share { command } => {
+            init_logs("warn");
+            match share(command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -268,6 +316,66 @@ fn token(command: TokenCommand) -> Result<(), String> {
             }
             for t in revoked {
                 println!("revoked {} (team {})", t.id, t.team);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn share(command: ShareCommand) -> Result<(), String> {
+    use threadsync::server::web::share::{create_share, parse_expiry};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let open = |db: Option<String>| {
+        let db = db_url(db)?;
+        db.open().map_err(|e| format!("cannot open {}: {e}", db.redacted()))
+    };
+    let team_of = |t: Option<String>| t.map(|t| TeamId::new(t).map_err(|e| format!("bad team name: {e}"))).transpose();
+    let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_string(), threadsync::server::web::rfc3339);
+    match command {
+        ShareCommand::Create { thread, team, expires, url, db } => {
+            let team = TeamId::new(team).map_err(|e| format!("bad team name: {e}"))?;
+            let thread = ThreadId::new(thread).map_err(|e| format!("bad thread id: {e}"))?;
+            let ttl = parse_expiry(&expires)?;
+            let store = open(db)?;
+            let web = store.web().ok_or("this database serves no web pages")?;
+            let (_, secret) = create_share(web, &team, &thread, now, ttl)?;
+            println!("{}/s/{secret}", url.as_deref().unwrap_or("").trim_end_matches('/'));
+        }
+        ShareCommand::List { team, db } => {
+            let team = team_of(team)?;
+            let store = open(db)?;
+            let web = store.web().ok_or("this database serves no web pages")?;
+            println!("{:<12} {:<20} {:<32} {:<22} {:<22} state", "id", "team", "thread", "created", "expires");
+            for s in web.shares(team.as_ref(), None).map_err(|e| e.to_string())? {
+                let state = if s.revoked.is_some() {
+                    "revoked"
+                } else if s.live(now) {
+                    "live"
+                } else {
+                    "expired"
+                };
+                let (created, expires) = (when(Some(s.created)), when(s.expires));
+                println!(
+                    "{:<12} {:<20} {:<32} {created:<22} {expires:<22} {state}",
+                    s.id,
+                    s.team.as_str(),
+                    s.thread.as_str()
+                );
+            }
+        }
+        ShareCommand::Revoke { prefix, team, db } => {
+            if prefix.is_empty() {
+                return Err("give the id (or a prefix of it) of the link to revoke".into());
+            }
+            let team = team_of(team)?;
+            let store = open(db)?;
+            let web = store.web().ok_or("this database serves no web pages")?;
+            let revoked = web.revoke_shares(team.as_ref(), &prefix, now).map_err(|e| e.to_string())?;
+            if revoked.is_empty() {
+                return Err(format!("no live link has an id starting with {prefix:?}"));
+            }
+            for s in revoked {
+                println!("revoked {} (team {}, thread {})", s.id, s.team, s.thread);
             }
         }
     }

@@ -27,11 +27,18 @@ pub struct Mutation {
     pub ops: Vec<Op>,
 }
 
+/// Longest machine name a push may carry.
+pub const MAX_MACHINE_NAME: usize = 128;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PushRequest {
     pub client_id: ClientId,
     pub mutations: Vec<Mutation>,
+    /// The name of the machine the client runs on (its host name), shown
+    /// as the author of its messages on the web pages. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -539,7 +539,16 @@ fn an_existing_database_is_migrated_in_place(db: &str, history: impl Fn() -> Vec
         assert_eq!(v["changes"][0]["message"]["content"], "content of m-4", "{v}");
         let (status, v) = get(&c, &s, &tok, "/v1/pull?cursor=5&clients=c%20new");
         assert_eq!((status, &v["code"]), (StatusCode::BAD_REQUEST, &json!("bad_request")), "{v}");
-        assert_eq!(history(), [1, 2], "start {start}: the migrations recorded once");
+        assert_eq!(history(), [1, 2, 3, 4], "start {start}: the migrations recorded once");
+        // The messages stored before search existed are found (indexed when
+        // the server opened the database).
+        let store = threadsync::server::run::DbUrl::parse(db).unwrap().open().unwrap();
+        let team = threadsync::server::TeamId::new("fixture-a").unwrap();
+        let q = threadsync::server::search::Query::parse("missing comma");
+        let hits = store.web().unwrap().search(&team, &q, 10).unwrap();
+        let ids: Vec<_> = hits.iter().map(|h| (h.thread.as_str(), h.message.as_str())).collect();
+        assert_eq!(ids, [("T-fixture-1", "m-2")], "start {start}");
+        assert!(hits[0].snippet.contains("\u{1}missing\u{2}"), "{:?}", hits[0].snippet);
     }
 }
 

@@ -40,6 +40,7 @@ fn req(client: &str, muts: Vec<(u64, &str, Vec<Op>)>) -> PushRequest {
             .into_iter()
             .map(|(id, t, ops)| Mutation { id, thread_id: ThreadId::new(t).unwrap(), ops })
             .collect(),
+        machine: None,
     }
 }
 

@@ -405,7 +405,7 @@ impl<S: StateStore, F: ThreadFiles> Client<S, F> {
                 Ok(Mutation { id: m.id, thread_id: m.thread_id.clone(), ops })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(PushRequest { client_id: body.client_id.clone(), mutations })
+        Ok(PushRequest { client_id: body.client_id.clone(), mutations, machine: body.machine.clone() })
     }
 
     /// A thread as the user sees it, content loaded (`threadsync/getThread`).

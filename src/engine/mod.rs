@@ -129,6 +129,9 @@ pub struct EngineConfig {
     /// The assistants (`env.source` of their threads) whose stores this
     /// machine syncs: their threads are written as native files.
     pub native_sources: Vec<String>,
+    /// This machine's name, sent with pushes (the web pages show it as
+    /// the author of its messages).
+    pub machine: Option<String>,
 }
 
 impl EngineConfig {
@@ -157,6 +160,7 @@ impl Default for EngineConfig {
             compact_after: 1_000,
             offline_notice: Duration::from_secs(300),
             native_sources: Vec::new(),
+            machine: None,
         }
     }
 }

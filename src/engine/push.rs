@@ -168,7 +168,11 @@ impl SyncEngine {
         self.next_req += 1;
         let lane = &mut self.lanes[li];
         let take = if lane.one_at_a_time { 1 } else { lane.outstanding.len() };
-        let body = PushRequest { client_id: lane.client.clone(), mutations: lane.outstanding[..take].to_vec() };
+        let body = PushRequest {
+            client_id: lane.client.clone(),
+            mutations: lane.outstanding[..take].to_vec(),
+            machine: self.cfg.machine.clone(),
+        };
         let bytes = body.mutations.iter().flat_map(|m| &m.ops).map(Op::size).sum();
         lane.inflight = Some((req, now, bytes));
         lane.retry_at = None;

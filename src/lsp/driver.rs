@@ -179,6 +179,7 @@ impl Driver {
             poll: cfg.poll,
             flush_when_idle: true,
             native_sources: cfg.stores.iter().map(|s| s.source.name().to_string()).collect(),
+            machine: host_name(),
             ..EngineConfig::default()
         };
         // From the OS: the engine draws its client ids from this seed, and
@@ -529,4 +530,12 @@ impl Driver {
             self.act(a).await;
         }
     }
+}
+
+/// This machine's host name (the kernel's), if it has a usable one.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())?;
+    let name = name.trim();
+    (!name.is_empty() && name.len() <= crate::wire::MAX_MACHINE_NAME && !name.chars().any(char::is_control))
+        .then(|| name.to_string())
 }

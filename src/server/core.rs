@@ -35,6 +35,11 @@ pub trait Tx {
     /// The last mutation id applied for `client`, 0 if none.
     fn last_mutation(&mut self, client: &ClientId) -> Result<u64, StoreError>;
     fn set_last_mutation(&mut self, client: &ClientId, id: u64) -> Result<(), StoreError>;
+    /// Records the machine a client runs on (shown as messages' author on
+    /// the web pages); the store may skip it.
+    fn set_machine(&mut self, _client: &ClientId, _machine: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// A thread's version and head; None if it does not exist.
     fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError>;
     fn message(&mut self, t: &ThreadId, id: &MessageId) -> Result<Option<Located>, StoreError>;
@@ -226,6 +231,9 @@ pub fn push<T: Tx + ?Sized>(tx: &mut T, req: &PushRequest, limits: &Limits) -> R
     }
     if last != start {
         tx.set_last_mutation(client, last)?;
+        if let Some(machine) = &req.machine {
+            tx.set_machine(client, machine)?;
+        }
     }
     Ok(PushResponse { results, cursor: Cursor::Log(tx.head_seq()?) })
 }
@@ -364,6 +372,7 @@ mod tests {
         PushRequest {
             client_id: ClientId::new(client).unwrap(),
             mutations: muts.into_iter().map(|(id, t, ops)| Mutation { id, thread_id: tid(t), ops }).collect(),
+            machine: None,
         }
     }
 

@@ -9,8 +9,11 @@ pub mod core;
 pub mod http;
 pub mod postgres;
 pub mod run;
+pub mod search;
 pub mod sql;
 pub mod sqlite;
 pub mod store;
+pub mod web;
+pub mod web_store;
 
 pub use self::core::{PullError, PullLimits, StoreError, TeamId, Tx, pull, push};

@@ -20,7 +20,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::server::core::{StoreError, TeamId};
-use crate::server::sql::{self, Access, Backend, Conn, SqlStore, Val};
+use crate::server::sql::{self, Access, Backend, Conn, Dialect, SqlStore, Val};
 
 /// The channel `NOTIFY` uses.
 pub const CHANNEL: &str = "threadsync";
@@ -125,6 +125,10 @@ fn refs(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 impl Conn for PgConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
     fn json_list(&self, n: usize) -> String {
         format!("SELECT jsonb_array_elements_text(?{n}::text::jsonb)")
     }
@@ -195,11 +199,13 @@ impl SqlStore<Postgres> {
         exec.block_on(async {
             let mut client = pool.get().await.map_err(pool_err)?;
             client.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).await.map_err(err)?;
-            let migrated = sql::migrations().run_async(&mut **client).await;
+            let migrated = sql::migrations(Dialect::Postgres).run_async(&mut **client).await;
             let _ = client.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).await;
             migrated.map(|_| ()).map_err(sql::migration_error)
         })?;
-        Ok(SqlStore(Postgres { url: url.to_string(), pool, exec }))
+        let store = SqlStore(Postgres { url: url.to_string(), pool, exec });
+        sql::search::backfill(&store)?;
+        Ok(store)
     }
 
     pub fn url(&self) -> &str {

@@ -20,22 +20,39 @@ use crate::model::{Message, MessageId, Thread, ThreadId};
 use crate::ops::Effect;
 use crate::server::core::{StoreError, TeamId, Tx};
 use crate::server::store::{Store, TokenInfo, TxBody};
+use crate::server::web_store::WebStore;
 use crate::wire::{Change, ClientId};
 
 mod conn;
+pub mod search;
 mod tokens;
+mod web;
 
-pub use self::conn::{Access, Backend, Conn, Val};
+pub use self::conn::{Access, Backend, Conn, Dialect, Val};
 use self::tokens::{insert_token, list_tokens, revoke_tokens, team_for_token};
 
-mod embedded {
-    refinery::embed_migrations!("src/server/migrations");
+mod shared {
+    refinery::embed_migrations!("src/server/migrations/shared");
+}
+mod sqlite_only {
+    refinery::embed_migrations!("src/server/migrations/sqlite");
+}
+mod postgres_only {
+    refinery::embed_migrations!("src/server/migrations/postgres");
 }
 
-/// The schema's versioned migrations, for both databases. A database made
-/// before them (the same tables, no history) takes the first as is.
-pub fn migrations() -> refinery::Runner {
-    embedded::migrations::runner()
+/// The schema's versioned migrations for one database: those both share
+/// (`migrations/shared`) and its own (the search index), one sequence of
+/// versions. A database made before them (the same tables, no history)
+/// takes the first as is.
+pub fn migrations(dialect: Dialect) -> refinery::Runner {
+    let own = match dialect {
+        Dialect::Sqlite => sqlite_only::migrations::runner(),
+        Dialect::Postgres => postgres_only::migrations::runner(),
+    };
+    let mut all = shared::migrations::runner().get_migrations().clone();
+    all.extend(own.get_migrations().iter().cloned());
+    refinery::Runner::new(&all)
 }
 
 /// The store over a SQL database: every query and decision written once.
@@ -74,6 +91,10 @@ impl<B: Backend> Store for SqlStore<B> {
     fn compact(&self, team: &TeamId, keep: u64) -> Result<(), StoreError> {
         self.0.transaction(Access::WriteTeam(team), |c| SqlTx::new(c, team).compact(keep))
     }
+
+    fn web(&self) -> Option<&dyn WebStore> {
+        Some(self)
+    }
 }
 
 /// A migration's outcome as a store error.
@@ -101,6 +122,9 @@ pub struct SqlTx<'c, C: Conn + ?Sized> {
     /// Rows of the messages a mutation appends, read in one statement
     /// before it is decided (see [`Tx::prefetch`]): almost always none.
     prefetched: Option<(ThreadId, HashMap<MessageId, Option<Row>>)>,
+    /// When this transaction began (ms): a thread it changes was last
+    /// changed then.
+    now: i64,
 }
 
 /// A row as read: its values in the query's column order.
@@ -126,6 +150,7 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
             threads: HashMap::new(),
             probe: None,
             prefetched: None,
+            now: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
         }
     }
 
@@ -167,7 +192,8 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
         for (t, row) in self.threads.iter_mut() {
             let Some(row) = row.as_mut().filter(|r| r.dirty) else { continue };
             self.conn.exec(
-                "UPDATE threads SET version = ?3, title = ?4, env = ?5, len = ?6, last_id = ?7 WHERE team = ?1 AND thread = ?2",
+                "UPDATE threads SET version = ?3, title = ?4, env = ?5, len = ?6, last_id = ?7, updated = ?8
+                 WHERE team = ?1 AND thread = ?2",
                 &[
                     team.clone(),
                     t.as_str().into(),
@@ -176,6 +202,7 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
                     row.env.to_string().into(),
                     row.len.into(),
                     row.last.as_ref().map(|l| l.as_str()).into(),
+                    Val::Int(self.now),
                 ],
             )?;
             row.dirty = false;
@@ -272,6 +299,15 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         Ok(())
     }
 
+    fn set_machine(&mut self, client: &ClientId, machine: &str) -> Result<(), StoreError> {
+        // Written only when it changed: most pushes cost one lookup here.
+        self.conn.exec(
+            "UPDATE clients SET machine = ?3 WHERE team = ?1 AND client = ?2 AND machine IS DISTINCT FROM ?3",
+            &[self.team(), client.as_str().into(), machine.into()],
+        )?;
+        Ok(())
+    }
+
     fn thread_head(&mut self, t: &ThreadId) -> Result<Option<(u64, Head)>, StoreError> {
         Ok(self.thread_row(t)?.map(|r| {
             (r.version, Head { title: r.title.clone(), env: r.env.clone(), len: r.len, last: r.last.clone() })
@@ -360,9 +396,16 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
         match effect {
             Effect::Create { created, env } => {
                 self.conn.exec(
-                    "INSERT INTO threads (team, thread, version, created, title, env, len, last_id)
-                     VALUES (?1, ?2, ?3, ?4, '', ?5, 0, NULL)",
-                    &[team.clone(), thread.clone(), version.into(), Val::Int(*created), env.to_string().into()],
+                    "INSERT INTO threads (team, thread, version, created, title, env, len, last_id, updated)
+                     VALUES (?1, ?2, ?3, ?4, '', ?5, 0, NULL, ?6)",
+                    &[
+                        team.clone(),
+                        thread.clone(),
+                        version.into(),
+                        Val::Int(*created),
+                        env.to_string().into(),
+                        Val::Int(self.now),
+                    ],
                 )?;
                 let row =
                     ThreadRow { version, title: String::new(), env: env.clone(), len: 0, last: None, dirty: false };
@@ -378,7 +421,8 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                 }
                 let body = serde_json::to_string(message.as_ref()).map_err(json_err)?;
                 self.conn.exec(
-                    "INSERT INTO messages (team, thread, id, pos, after, deleted, body) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                    "INSERT INTO messages (team, thread, id, pos, after, deleted, body, author)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
                     &[
                         team.clone(),
                         thread.clone(),
@@ -386,8 +430,10 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                         (*index).into(),
                         after.as_ref().map(|a| a.as_str()).into(),
                         body.into(),
+                        author.as_str().into(),
                     ],
                 )?;
+                search::index(&mut *self.conn, &team, &thread, message)?;
                 let row = self.touch(t, version)?;
                 if *index == row.len {
                     row.last = Some(message.id.clone());
@@ -402,13 +448,16 @@ impl<C: Conn + ?Sized> Tx for SqlTx<'_, C> {
                 let mut m = Arc::unwrap_or_clone(parse_message(row[2].clone())?);
                 m.content = content.clone();
                 let body = serde_json::to_string(&m).map_err(json_err)?;
+                search::unindex(&mut *self.conn, &team, &thread, id)?;
                 self.conn.exec(
                     "UPDATE messages SET body = ?4 WHERE team = ?1 AND thread = ?2 AND id = ?3",
                     &[team.clone(), thread.clone(), id.as_str().into(), body.into()],
                 )?;
+                search::index(&mut *self.conn, &team, &thread, &m)?;
                 self.touch(t, version)?;
             }
             Effect::Delete { id } => {
+                search::unindex(&mut *self.conn, &team, &thread, id)?;
                 self.conn.exec(
                     "UPDATE messages SET deleted = 1 WHERE team = ?1 AND thread = ?2 AND id = ?3",
                     &[team.clone(), thread.clone(), id.as_str().into()],

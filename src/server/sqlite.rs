@@ -9,7 +9,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
 use crate::server::core::StoreError;
-use crate::server::sql::{self, Access, Backend, Conn, SqlStore, Val};
+use crate::server::sql::{self, Access, Backend, Conn, Dialect, SqlStore, Val};
 
 const READERS: usize = 4;
 
@@ -109,6 +109,10 @@ impl ToSql for Val {
 }
 
 impl Conn for Connection {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn json_list(&self, n: usize) -> String {
         format!("SELECT value FROM json_each(?{n})")
     }
@@ -158,18 +162,20 @@ impl SqlStore<Sqlite> {
                 .map_err(|e| StoreError::new(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut writer = open_conn(path)?;
-        sql::migrations().run(&mut writer).map_err(sql::migration_error)?;
+        sql::migrations(Dialect::Sqlite).run(&mut writer).map_err(sql::migration_error)?;
         // Checkpoints are the checkpointer's; a WAL grown by a burst is
         // cut back when it starts over.
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         writer.pragma_update(None, "journal_size_limit", 32 << 20).map_err(err)?;
         let checkpointer = Checkpointer::start(path)?;
-        Ok(SqlStore(Sqlite {
+        let store = SqlStore(Sqlite {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
             checkpointer,
-        }))
+        });
+        sql::search::backfill(&store)?;
+        Ok(store)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::merge::{Doc, Head, Located, ThreadView};
 use crate::model::{Message, MessageId, ThreadId};
 use crate::ops::Effect;
 use crate::server::core::{StoreError, TeamId, Tx};
+use crate::server::web_store::WebStore;
 use crate::wire::{Change, ClientId};
 
 /// A transaction body: runs against one team's data; an error rolls back.
@@ -32,6 +33,11 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_tokens(&self, id_prefix: &str, now: i64) -> Result<Vec<TokenInfo>, StoreError>;
     /// Keeps only the newest `keep` changes of a team's log.
     fn compact(&self, team: &TeamId, keep: u64) -> Result<(), StoreError>;
+    /// The web pages' queries (thread list, search, sessions, share
+    /// links), if this store serves them: the SQL stores do.
+    fn web(&self) -> Option<&dyn WebStore> {
+        None
+    }
 }
 
 /// What every store can do given [`Store::transact`].

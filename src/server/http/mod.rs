@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pull::routes())
         .merge(threads::routes())
         .merge(metrics::routes())
+        .merge(crate::server::web::routes())
         .route("/healthz", get(health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see protocol.md") })
         .method_not_allowed_fallback(|| async {
@@ -170,7 +171,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 /// Runs blocking storage work off the async threads.
-async fn blocking<R: Send + 'static>(
+pub(crate) async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
 ) -> Result<R, ApiError> {
     match tokio::task::spawn_blocking(f).await {

@@ -43,6 +43,13 @@ pub struct Told {
     rereads: u64,
 }
 
+impl Told {
+    /// The newest log head announced.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+}
+
 impl Hub {
     pub fn subscribe(&self, team: &TeamId) -> watch::Receiver<Told> {
         let mut teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());

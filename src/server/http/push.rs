@@ -30,6 +30,15 @@ async fn push(
             format!("{} mutations in one push; the limit is {}", req.mutations.len(), s.cfg.max_mutations),
         ));
     }
+    if let Some(machine) = &req.machine
+        && (machine.len() > crate::wire::MAX_MACHINE_NAME || machine.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("machine: at most {} bytes, no control characters", crate::wire::MAX_MACHINE_NAME),
+        ));
+    }
     if let Some(m) = req.mutations.iter().find(|m| m.id == 0) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -64,8 +64,17 @@ impl<T: Into<Val>> From<Option<T>> for Val {
     }
 }
 
+/// Which database a [`Conn`] talks to, for the little SQL that differs
+/// (the search index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 /// One open transaction of a backend. SQL uses `?1`, `?2`, … placeholders.
 pub trait Conn {
+    fn dialect(&self) -> Dialect;
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError>;
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError>;
     /// SQL yielding the strings of the JSON array text bound to `?n` as
