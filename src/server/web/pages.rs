@@ -9,9 +9,6 @@ use super::render;
 use crate::server::search::{MARK_END, MARK_START};
 use crate::server::web_store::{ListCursor, PageMessage, SearchHit, ShareInfo, ThreadPage, ThreadSummary};
 
-/// A message's text beyond this is shown on demand ("Show all").
-pub const PREVIEW_BYTES: usize = 64 << 10;
-
 /// What the header offers: nothing (sign-in, share links) or the signed-in
 /// team's navigation.
 pub enum Nav<'a> {
@@ -245,7 +242,7 @@ pub fn message(base: &str, pm: &PageMessage) -> Markup {
                 " "
                 a class="permalink" href={ "#m-" (m.id) } aria-label="Link to this message" { "#" }
             }
-            (render::body(&m.role, &content, &render::Opts { preview_bytes: PREVIEW_BYTES, full_url: &full }))
+            (render::body(&m.role, &content, &render::Opts { preview_bytes: render::PREVIEW_BYTES, full_url: &full }))
         }
     }
 }

@@ -34,8 +34,9 @@ use syntect::highlighting::ThemeSet;
 use syntect::html::{ClassStyle, css_for_theme_with_class_style};
 use syntect::parsing::SyntaxSet;
 
-/// How much of a message is rendered before "Show all" (64 KiB).
-pub const PREVIEW_BYTES: usize = 64 * 1024;
+/// How much of a message is rendered before "Show all" (16 KiB: a page of
+/// a thousand messages stays a few megabytes at worst).
+pub const PREVIEW_BYTES: usize = 16 * 1024;
 
 /// Code blocks this big or bigger are shown plain: highlighting is the
 /// slowest thing done here.
@@ -456,7 +457,8 @@ fn human_size(n: usize) -> String {
     }
     let mut size = n as f64 / 1024.0;
     let mut unit = 0;
-    while size >= 1024.0 && unit + 1 < UNITS.len() {
+    // 1000 and up in the next unit: "1.0 MB", never "1024 KB".
+    while size >= 1000.0 && unit + 1 < UNITS.len() {
         size /= 1024.0;
         unit += 1;
     }

@@ -488,6 +488,7 @@ fn sizes_and_summaries() {
     assert_eq!(human_size(500), "500 bytes");
     assert_eq!(human_size(64 * 1024), "64 KB");
     assert_eq!(human_size(1_258_291), "1.2 MB");
+    assert_eq!(human_size(1_048_000), "1.0 MB", "never 1023 KB");
     let long = "a ".repeat(1000);
     let s = summary("user", &json!(long));
     assert!(s.chars().count() <= 200 && s.ends_with('…'), "{s}");
