@@ -404,6 +404,13 @@ fn check_one(path: &std::path::Path) -> Result<String, String> {
         _ => return Err("a thread file is named <threadId>.json or <threadId>.jsonl".into()),
     };
     let id = ThreadId::new(stem).map_err(|e| format!("{stem:?} is not a thread id: {e}"))?;
+    // As the sidecar: only a regular file, never through a symlink, and
+    // never a fifo or a device (reading one would block or never end).
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.file_type().is_file() {
+        let kind = if meta.file_type().is_symlink() { "a symlink" } else { "a fifo, socket or device" };
+        return Err(format!("not a regular file ({kind}); the sidecar reads only regular files"));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if !log {
         let t = parse_thread_file(&bytes, &id).map_err(|e| e.to_string())?;
