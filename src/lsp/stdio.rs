@@ -12,7 +12,7 @@ use tokio::io::{
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tower_lsp_server::jsonrpc::{Error, ErrorCode, Id, Response};
+use tower_lsp_server::jsonrpc::{Error, ErrorCode, Id, Request, Response};
 
 /// Largest message accepted (a megabytes-long message is normal; this is not).
 const MAX_MESSAGE: usize = 256 << 20;
@@ -55,6 +55,16 @@ impl Reject {
 /// error to answer with. Whatever passes here decodes as tower-lsp's
 /// `Request` or `Response` (a decode error there would end the transport).
 fn check(body: &[u8]) -> Result<(), Reject> {
+    check_shape(body)?;
+    // A `Value` keeps the last of a key given twice; tower-lsp's types refuse
+    // some of those (`{"id":0,"id":0,…}`).
+    if serde_json::from_slice::<Request>(body).is_err() && serde_json::from_slice::<Response>(body).is_err() {
+        return Err(Reject::invalid("a key appears twice in the message"));
+    }
+    Ok(())
+}
+
+fn check_shape(body: &[u8]) -> Result<(), Reject> {
     let msg: Value = serde_json::from_slice(body).map_err(|e| Reject::parse(format!("invalid JSON: {e}")))?;
     let obj = match &msg {
         Value::Object(o) => o,
@@ -262,7 +272,6 @@ impl Transport {
 mod tests {
     use super::*;
     use serde_json::json;
-    use tower_lsp_server::jsonrpc::Request;
 
     const PASS: Option<i64> = None;
     const PARSE: Option<i64> = Some(-32700);
@@ -326,6 +335,10 @@ mod tests {
             (br#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5,"message":"m"}}"#, INVALID),
             (br#"{"jsonrpc":"2.0","id":1,"error":"boom"}"#, INVALID),
             (br#"{"jsonrpc":"2.0","id":1.5,"result":1}"#, INVALID),
+            // A key twice (found by fuzz/lsp_frames): tower-lsp refuses it.
+            (br#"{"jsonrpc":"2.0","id":0,"errrpc":"2.0","id":0,"error":{"code":-32799,"message":"cancelled"}}"#, INVALID),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"x","method":"x"}"#, INVALID),
+            (br#"{"jsonrpc":"2.0","jsonrpc":"2.0","method":"exit"}"#, INVALID),
             // Requests for `$/` methods: MethodNotFound, with their own id.
             (br#"{"jsonrpc":"2.0","id":4,"method":"$/threadsync.unknown","params":{}}"#, NOT_FOUND),
             (br#"{"jsonrpc":"2.0","id":"c","method":"$/cancelRequest","params":{"id":3}}"#, NOT_FOUND),

@@ -168,7 +168,8 @@ pub fn snippet(text: &str, q: &Query) -> String {
     let first = words.iter().find(|(s, e)| hit(&text[*s..*e])).map_or(0, |(s, _)| *s);
     let start = floor_boundary(text, first.saturating_sub(SNIPPET / 3));
     // Start on a word.
-    let start = if start == 0 { 0 } else { text[start..].find(char::is_whitespace).map_or(start, |i| start + i + 1) };
+    let after_space = |(i, c): (usize, char)| c.is_whitespace().then_some(start + i + c.len_utf8());
+    let start = if start == 0 { 0 } else { text[start..].char_indices().find_map(after_space).unwrap_or(start) };
     let start = start.min(first);
     let end = floor_boundary(text, (start + SNIPPET).min(text.len()));
     let mut out = String::new();
@@ -192,10 +193,12 @@ pub fn snippet(text: &str, q: &Query) -> String {
     out
 }
 
-/// Whitespace runs (newlines, indentation) as one space.
+/// Whitespace runs (newlines, indentation) as one space. The marks' own
+/// characters, should the text hold them, are left out: only `snippet`
+/// places marks.
 fn push_spaced(out: &mut String, s: &str) {
     let mut space = false;
-    for c in s.chars() {
+    for c in s.chars().filter(|c| *c != MARK_START && *c != MARK_END) {
         if c.is_whitespace() {
             space = true;
         } else {
@@ -302,5 +305,23 @@ mod tests {
         // Multibyte text never splits a character.
         let s = snippet(&"ü".repeat(500), &Query::parse("x"));
         assert!(s.ends_with('…'));
+    }
+
+    #[test]
+    fn marks_come_only_from_the_snippet() {
+        let s = snippet("a \u{1}b\u{2} \u{1}tabs here", &Query::parse("tabs"));
+        assert_eq!(s, "a b \u{1}tabs\u{2} here");
+    }
+
+    /// Found by fuzz/search: the snippet started one byte after a
+    /// whitespace character, inside it when it is more than a byte (a
+    /// no-break space, U+0085, U+2028…), and slicing there panicked.
+    #[test]
+    fn a_snippet_starts_after_a_multibyte_space() {
+        for space in ['\u{a0}', '\u{85}', '\u{2028}', '\u{3000}'] {
+            let text = format!("intro{space}").repeat(60) + "the parser fails";
+            let s = snippet(&text, &Query::parse("fails"));
+            assert!(s.starts_with('…') && s.contains("\u{1}fails\u{2}"), "{s:?}");
+        }
     }
 }
