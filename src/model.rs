@@ -303,7 +303,7 @@ impl<'de> Deserialize<'de> for Content {
 /// One message. `content` is a string or any JSON (content blocks) and may be
 /// megabytes; messages are shared (`Arc`) so that copies of a thread are cheap.
 // `Eq` lets `Arc<Message>` comparisons short-cut on pointer equality.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub role: String,
@@ -316,7 +316,7 @@ pub struct Message {
 
 /// One thread, as in its file. `v` is the thread's version: the server's
 /// count of changes applied to it (plus, locally, changes not yet confirmed).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Thread {
     pub id: ThreadId,
     #[serde(default)]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::merge::Doc;
 use crate::model::{Content, ContentHash, Message, MessageId, Thread, json_size};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Op {
     /// Creates the thread; a no-op if it exists.
@@ -73,7 +73,7 @@ impl Op {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "effect", rename_all = "camelCase")]
 pub enum Effect {
     Create { created: i64, env: Value },

@@ -19,9 +19,10 @@ crate::model::plain_id!(
 
 /// One client's change to one thread. Mutation ids of a client increase by
 /// one from 1; the server applies each exactly once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Mutation {
+    #[schema(minimum = 1)]
     pub id: u64,
     pub thread_id: ThreadId,
     pub ops: Vec<Op>,
@@ -30,7 +31,7 @@ pub struct Mutation {
 /// Longest machine name a push may carry.
 pub const MAX_MACHINE_NAME: usize = 128;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PushRequest {
     pub client_id: ClientId,
@@ -41,7 +42,7 @@ pub struct PushRequest {
     pub machine: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum MutationStatus {
     /// Every operation applied (or was already so).
@@ -59,7 +60,7 @@ pub enum MutationStatus {
     Gap,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MutationResult {
     pub id: u64,
@@ -76,7 +77,7 @@ pub struct MutationResult {
 
 /// What became of one pushed operation. Unlike [`OpOutcome`] it does not echo
 /// the effect: the pusher has the content, and others get it by pulling.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum OpResult {
     Applied,
@@ -96,7 +97,7 @@ impl From<OpOutcome> for OpResult {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PushResponse {
     pub results: Vec<MutationResult>,
@@ -105,7 +106,7 @@ pub struct PushResponse {
 }
 
 /// One entry of a team's change log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
     pub seq: u64,
@@ -126,7 +127,7 @@ pub struct Change {
 }
 
 /// Content left out of a change: its hash and size (see [`Change::elided`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ElidedContent {
     pub hash: ContentHash,
     pub size: usize,
@@ -210,7 +211,7 @@ impl<'de> Deserialize<'de> for Cursor {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PullResponse {
     /// Whole threads (snapshot paging only).

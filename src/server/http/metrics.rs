@@ -86,6 +86,20 @@ pub(super) async fn record(State(s): State<AppState>, req: Request, next: Next) 
     resp
 }
 
+/// Prometheus/OpenMetrics text: requests by route and status, their
+/// latency, held pulls, pushed mutations by result, bytes in and out.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    operation_id = "metrics",
+    responses((
+        status = 200,
+        description = "The metrics, as OpenMetrics text (`application/openmetrics-text; version=1.0.0; charset=utf-8`).",
+        body = String,
+        content_type = "application/openmetrics-text",
+    )),
+)]
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &s.metrics.registry).is_err() {

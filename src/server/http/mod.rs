@@ -1,7 +1,8 @@
 //! The HTTP surface of `threadsync serve` (axum), by resource: `push`,
 //! `pull` (with the long-poll `Hub`), `threads`; beside them the error type
-//! (`error`), bearer auth (`auth`), request parsing (`extract`) and
-//! Prometheus metrics (`metrics`). Every decision is `server::core`'s.
+//! (`error`), bearer auth (`auth`), request parsing (`extract`),
+//! Prometheus metrics (`metrics`) and the OpenAPI document (`openapi`).
+//! Every decision is `server::core`'s.
 //!
 //! Every error is JSON `{"code": …, "message": …}` with a 4xx/5xx status;
 //! storage errors are logged and answered 500 (503 when worth retrying)
@@ -11,6 +12,7 @@ mod auth;
 mod error;
 mod extract;
 mod metrics;
+mod openapi;
 mod pull;
 mod push;
 mod threads;
@@ -26,6 +28,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
 use crate::merge::Limits;
@@ -36,6 +39,7 @@ pub use self::auth::Team;
 pub use self::error::ApiError;
 pub use self::extract::{JsonBody, PathIds, QueryParams};
 pub use self::metrics::Metrics;
+pub use self::openapi::{ERRORS, document as openapi_document};
 pub use self::pull::Hub;
 
 /// What a server is allowed to take.
@@ -134,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pull::routes())
         .merge(threads::routes())
         .merge(metrics::routes())
+        .merge(openapi::routes())
         .merge(crate::server::web::routes())
         .route("/healthz", get(health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see protocol.md") })
@@ -166,8 +171,16 @@ fn compression() -> tower_http::compression::CompressionLayer<impl tower_http::c
     )
 }
 
+/// Whether the server is up (the sidecar's connectivity probe).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    operation_id = "healthz",
+    responses((status = 200, description = "The server is up.", body = openapi::Health, example = json!({"status": "ok"}))),
+)]
 async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+    Json(json!({ "status": "ok" }))
 }
 
 /// Runs blocking storage work off the async threads.

@@ -107,6 +107,49 @@ fn client_ids(q: Option<&str>) -> Result<Vec<ClientId>, ApiError> {
 #[derive(Clone, Copy)]
 pub(super) struct Streamed;
 
+/// The team's changes after a cursor (or, without one, its threads whole),
+/// held up to `wait` seconds while there are none.
+#[utoipa::path(
+    get,
+    path = "/v1/pull",
+    tag = "sync",
+    operation_id = "pull",
+    security(("bearer" = [])),
+    params(
+        ("cursor" = Option<Cursor>, Query,
+            description = "Where to resume (a previous answer's `cursor`); omitted or empty: first sync (snapshots)."),
+        ("wait" = Option<u64>, Query, minimum = 0,
+            description = "Seconds to hold the request while nothing is new (capped by the server's `--max-wait`, \
+                           300 s by default)."),
+        ("clients" = Option<String>, Query, pattern = "^([A-Za-z0-9_-]{1,128}(,[A-Za-z0-9_-]{1,128}){0,7})?$",
+            description = "Up to 8 client ids, comma-separated: the puller's own; inserts they pushed come back \
+                           without their content (`elided`)."),
+    ),
+    responses((
+        status = 200,
+        description = "Changes after the cursor, or snapshots; an idle pull: no changes, the same cursor and \
+                       `upToDate: true`. A pull held past the heartbeat is streamed: the 200 is sent at once, then \
+                       a space every heartbeat, then the JSON (which may be the error that ended it).",
+        body = super::openapi::PullAnswer,
+        links(
+            ("NextPull" = (
+                operation_id = "pull",
+                parameters(("cursor" = "$response.body#/cursor")),
+                description = "The next page, or what changes next."
+            )),
+            ("GetSnapshotThread" = (
+                operation_id = "getThread",
+                parameters(("threadId" = "$response.body#/snapshots/0/thread/id")),
+                description = "The first snapshot's thread."
+            )),
+            ("GetChangedThread" = (
+                operation_id = "getThread",
+                parameters(("threadId" = "$response.body#/changes/0/threadId")),
+                description = "The thread of the first change."
+            )),
+        ),
+    )),
+)]
 async fn pull(
     State(s): State<AppState>,
     Team(team): Team,

@@ -12,12 +12,52 @@ use super::metrics::StatusLabel;
 use super::{ApiError, AppState, JsonBody, Team, blocking};
 use crate::server::core;
 use crate::server::store::StoreExt;
-use crate::wire::{MutationStatus, PushRequest};
+use crate::wire::{MutationStatus, PushRequest, PushResponse};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/push", post(push))
 }
 
+/// Applies a batch of mutations, each exactly once (by client id and
+/// mutation id), and answers one result per mutation.
+#[utoipa::path(
+    post,
+    path = "/v1/push",
+    tag = "sync",
+    operation_id = "push",
+    security(("bearer" = [])),
+    request_body(
+        content = PushRequest,
+        description = "One client's mutations; each one thread's operations under one mutation id.",
+        example = json!({
+            "clientId": "c-openapi",
+            "machine": "laptop",
+            "mutations": [{ "id": 1, "threadId": "T-openapi", "ops": [
+                { "op": "create", "created": 1732460000000i64, "env": {} },
+                { "op": "setTitle", "title": "Example", "base": "" },
+                { "op": "append", "after": null, "message":
+                    { "id": "m-1", "role": "user", "content": "hello", "timestamp": 1732460001000i64 } }
+            ] }]
+        }),
+    ),
+    responses((
+        status = 200,
+        description = "One result per mutation, in order, and the team's log head.",
+        body = PushResponse,
+        links(
+            ("GetThread" = (
+                operation_id = "getThread",
+                parameters(("threadId" = "$response.body#/results/0/threadId")),
+                description = "The thread the first mutation changed."
+            )),
+            ("PullAfter" = (
+                operation_id = "pull",
+                parameters(("cursor" = "$response.body#/cursor")),
+                description = "Changes after this push."
+            )),
+        ),
+    )),
+)]
 async fn push(
     State(s): State<AppState>,
     Team(team): Team,

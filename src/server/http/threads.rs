@@ -8,15 +8,41 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{ApiError, AppState, PathIds, QueryParams, Team, blocking};
-use crate::model::ThreadId;
+use crate::model::{Message, MessageId, ThreadId};
 use crate::server::core::StoreError;
 use crate::server::store::StoreExt;
+use crate::wire::Change;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/threads/{id}", get(thread)).route("/v1/threads/{id}/messages/{message}", get(kept_message))
+}
+
+/// A thread's changes after a version (`?from=V`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ThreadChanges {
+    thread_id: ThreadId,
+    /// The thread's version now.
+    version: u64,
+    /// The thread's changes after version V, in order (at most a page; fetch again from the last one's
+    /// `version` for more).
+    changes: Vec<Change>,
+}
+
+/// One message as the server keeps it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct KeptMessage {
+    thread_id: ThreadId,
+    message: Arc<Message>,
+    /// Whether the message is deleted (its content is kept, so it can be brought back).
+    deleted: bool,
 }
 
 #[derive(Deserialize)]
@@ -25,6 +51,50 @@ struct ThreadQuery {
     from: Option<u64>,
 }
 
+/// A thread as in its file (or, with `?from=V`, its changes after version V).
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{threadId}",
+    tag = "sync",
+    operation_id = "getThread",
+    security(("bearer" = [])),
+    params(
+        ("threadId" = ThreadId, Path, description = "The thread."),
+        ("from" = Option<u64>, Query, minimum = 0, description = "Only the changes after this version."),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` this route gave: 304 if unchanged."),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The thread (`id`, `v`, `created`, `title`, `messages`, `env`), or with `from` \
+                           `{threadId, version, changes}`.",
+            body = super::openapi::ThreadAnswer,
+            headers(("ETag" = String, description = "`\"v<version>\"`")),
+            links(
+                ("GetFirstMessage" = (
+                    operation_id = "getMessage",
+                    parameters(
+                        ("threadId" = "$request.path.threadId"),
+                        ("messageId" = "$response.body#/messages/0/id"),
+                    ),
+                    description = "The thread's first message as the server keeps it."
+                )),
+                ("IfNoneMatch" = (
+                    operation_id = "getThread",
+                    parameters(("threadId" = "$request.path.threadId"), ("If-None-Match" = "$response.header.ETag")),
+                    description = "The same thread, unchanged: 304."
+                )),
+                ("ChangesSinceCreation" = (
+                    operation_id = "getThread",
+                    parameters(("threadId" = "$request.path.threadId"), ("from" = json!(0))),
+                    description = "Every change of the thread the log still keeps."
+                )),
+            ),
+        ),
+        (status = 304, description = "`If-None-Match` named the current version.",
+            headers(("ETag" = String, description = "`\"v<version>\"`"))),
+    ),
+)]
 async fn thread(
     State(s): State<AppState>,
     Team(team): Team,
@@ -76,7 +146,7 @@ async fn thread(
                     format!("changes after version {from} are no longer kept; fetch the whole thread"),
                 ));
             }
-            serde_json::to_vec(&serde_json::json!({ "threadId": id, "version": doc.thread.v, "changes": changes }))
+            serde_json::to_vec(&ThreadChanges { thread_id: id, version: doc.thread.v, changes })
         }
     }
     .map_err(|e| StoreError::new(e.to_string()))?;
@@ -92,6 +162,22 @@ async fn thread(
 
 /// One message as the server keeps it, deleted or not (what a client needs
 /// to bring a deleted message back).
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{threadId}/messages/{messageId}",
+    tag = "sync",
+    operation_id = "getMessage",
+    security(("bearer" = [])),
+    params(
+        ("threadId" = ThreadId, Path, description = "The thread."),
+        ("messageId" = MessageId, Path, description = "The message, deleted or not."),
+    ),
+    responses((
+        status = 200,
+        description = "The message as the server keeps it, and whether it is deleted (a delete keeps the content).",
+        body = KeptMessage,
+    )),
+)]
 async fn kept_message(
     State(s): State<AppState>,
     Team(team): Team,
@@ -99,7 +185,7 @@ async fn kept_message(
 ) -> Result<Response, ApiError> {
     let id = ThreadId::new(id)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_thread_id", format!("bad thread id: {e}")))?;
-    let mid = crate::model::MessageId::new(message)
+    let mid = MessageId::new(message)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("bad message id: {e}")))?;
     let (store, t, tid, m) = (s.store.clone(), team.clone(), id.clone(), mid.clone());
     let found = blocking(move || Ok(store.run(&t, false, |tx| tx.kept_message(&tid, &m))?.0)).await?;
@@ -107,5 +193,5 @@ async fn kept_message(
     let Some((message, deleted)) = found else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no message {mid} in thread {id}")));
     };
-    Ok(Json(serde_json::json!({ "threadId": id, "message": message, "deleted": deleted })).into_response())
+    Ok(Json(KeptMessage { thread_id: id, message, deleted }).into_response())
 }
