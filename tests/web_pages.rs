@@ -205,6 +205,15 @@ fn suite(db: &str) {
     let hash = String::from(threadsync::model::ContentHash::of(&json!("Now the lexer fails on quagga quoting")));
     site.push(&tok_a, "c-a1", 4, "T-parser", json!([{ "op": "delete", "id": "m4", "base": hash }]));
     assert!(site.get(&a, "/search?q=quagga").1.contains("id=\"no-results\""));
+    // A NUL in a message or a title (tool output can hold one): stored on
+    // both backends (PostgreSQL's text refuses NUL), and searchable.
+    let mut ops = create("nul\u{0}title");
+    ops.push(msg("n1", "tool", json!("binary\u{0}output with wombat inside"), None));
+    site.push(&tok_a, "c-a2", 1, "T-nul", json!(ops));
+    let (status, html) = site.get(&a, "/search?q=wombat");
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("#m-n1"), "{html}");
+    assert_eq!(site.get(&a, "/t/T-nul").0, StatusCode::OK);
     // Query syntax is words only: operators and quotes are searched for, never run.
     for q in ["\"", "tabs OR", "NEAR(", "*", "a:*|b", "'; DROP TABLE messages; --", "\u{0}"] {
         let (status, _) = site.get(&a, &format!("/search?q={}", urlencode(q)));

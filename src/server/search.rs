@@ -79,7 +79,8 @@ fn collect(v: &Value, key: Option<&str>, out: &mut String) {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(s);
+            // PostgreSQL's text (and so to_tsvector) refuses NUL.
+            out.extend(s.chars().filter(|c| *c != '\0'));
         }
         Value::Array(a) => a.iter().for_each(|x| collect(x, key, out)),
         Value::Object(m) => m.iter().for_each(|(k, x)| collect(x, Some(k), out)),

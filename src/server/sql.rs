@@ -198,7 +198,7 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
                     team.clone(),
                     t.as_str().into(),
                     row.version.into(),
-                    row.title.as_str().into(),
+                    stored_title(&row.title).into_owned().into(),
                     row.env.to_string().into(),
                     row.len.into(),
                     row.last.as_ref().map(|l| l.as_str()).into(),
@@ -271,6 +271,13 @@ impl<'c, C: Conn + ?Sized> SqlTx<'c, C> {
             _ => None,
         })
     }
+}
+
+/// A title as both databases can store it: PostgreSQL's text refuses NUL,
+/// so it becomes U+FFFD on either (a title is shown, never compared byte
+/// for byte with a client's file).
+fn stored_title(t: &str) -> std::borrow::Cow<'_, str> {
+    if t.contains('\0') { t.replace('\0', "\u{fffd}").into() } else { t.into() }
 }
 
 fn parse_id(v: Val) -> Result<Option<MessageId>, StoreError> {
